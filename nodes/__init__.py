@@ -1,0 +1,15 @@
+"""The ComfyUI layer: V3 node classes over operators/ and samplers/.
+
+Each node module exposes `NODES`, a list of io.ComfyNode classes; add new modules to `_MODULES`.
+"""
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import operator_nodes
+
+_MODULES = (operator_nodes,)
+
+
+class InverseExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [node for module in _MODULES for node in module.NODES]
