@@ -1,0 +1,33 @@
+"""Pure-torch linear degradation operators (no comfy import).
+
+Every operator provides H (forward), Hᵀ (adjoint), H⁺ (pinv), (H⁺)ᵀ (pinv_adjoint),
+P = H⁺H (project), output_shape / input_shape, check_input / check_measurement,
+measure(x, sigma_y, generator) and describe(). Images are B×C×H×W.
+"""
+
+from .base import LinearOperator, work_dtype
+from .compose import Compose
+from .convolution import CirculantOperator, ConvolutionFFT, GaussianBlur, MotionBlur, SeparableConvolution, motion_kernel
+from .inpainting import Inpainting
+from .latent import to_latent_grid
+from .separable import SeparableMatrixOperator
+from .simple import Colorization, Denoise
+from .super_resolution import SuperResolution
+
+__all__ = [
+    "LinearOperator",
+    "SeparableMatrixOperator",
+    "CirculantOperator",
+    "SuperResolution",
+    "Inpainting",
+    "GaussianBlur",
+    "SeparableConvolution",
+    "ConvolutionFFT",
+    "MotionBlur",
+    "motion_kernel",
+    "Denoise",
+    "Colorization",
+    "Compose",
+    "to_latent_grid",
+    "work_dtype",
+]

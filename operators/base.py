@@ -36,6 +36,7 @@ class LinearOperator:
 
     name = "operator"
     pinv_exact = True  # False only for Compose cases without an exact pseudo-inverse
+    structure: str | None = None  # "separable" (axis_matrices) or "fft" (transfer_function)
     coisometry_scale: float | None = None
     isometry_scale: float | None = None
 
@@ -53,6 +54,14 @@ class LinearOperator:
 
     def project(self, x: torch.Tensor) -> torch.Tensor:  # P = H⁺H
         return self.pinv(self.forward(x))
+
+    def axis_matrices(self, h: int, w: int):
+        """float64 CPU (A_h, A_w) with H X = A_h X A_wᵀ per channel, or None."""
+        return None
+
+    def transfer_function(self, h: int, w: int):
+        """rfft2 spectrum (complex128, h×(w//2+1)) if H is a circular convolution, else None."""
+        return None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of H x for an input of `input_shape` (B, C, H, W)."""

@@ -42,6 +42,7 @@ class SeparableMatrixOperator(LinearOperator):
     """
 
     threshold = 0.0
+    structure = "separable"
 
     def __init__(self):
         self._factors = DeviceCache(self._build_factors)
