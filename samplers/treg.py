@@ -72,6 +72,7 @@ def data_consistency(
     *,
     cg_iters: int = 5,
     cg_lambda: float = 1e-4,
+    cg_tol: float = 1e-4,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
     """x_y ≈ argmin ‖y − A x‖² + λ‖x − x̂0‖²: `cg_iters` CG steps on (AᵀA+λI)x = Aᵀy + λx̂0 from x̂0.
@@ -89,6 +90,7 @@ def data_consistency(
         b,
         x0,
         cg_iters,
+        tol=cg_tol,
         should_stop=should_stop,
     )
 

@@ -1,0 +1,224 @@
+"""Scalar step coefficients of the conjugate integrators, precomputed once per σ grid.
+
+All coefficients are *normalized*: the conjugate state x̄ = A_t x is divided by the
+scalar part of A at the step's target time, separately on range(P) and its complement,
+so a step reads (VP state x_vp = μ·x, first order, network outputs frozen):
+
+  x⊥' = r⊥·x⊥ + ks⊥·(I−P)ε̂ + kj⊥·(I−P)g
+  x∥' = r∥·x∥ + ky·H⁺y + ks∥·Pε̂ + kj∥·Pg  [+ kyc·M H⁺y + ksc·Mε̂ + kjc·Mg]   (noisy)
+
+This never forms A_t⁻¹ on a mixed vector (spec pitfall 5: the range/complement factors
+differ by up to μ^{w} ≈ 1e-5) and keeps every exponential as a difference of logs.
+λ = 0 uses the closed forms of spec §4.3/§4.5; otherwise Gauss–Legendre quadrature in
+s = √t (which removes the 1/σ_t ~ t^{-1/2} endpoint behaviour), float64 throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import schedules as sch
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(48)
+_PANELS = 4
+
+
+def integrate(f, lo: float, hi: float, sqrt_substitution: bool = False) -> float:
+    """∫_lo^hi f(t) dt (oriented) by composite 48-point Gauss–Legendre; f is vectorized."""
+    if lo == hi:
+        return 0.0
+    sign = 1.0
+    if lo > hi:
+        lo, hi, sign = hi, lo, -1.0
+    if sqrt_substitution:
+        a, b = np.sqrt(lo), np.sqrt(hi)
+        g = lambda s: f(s * s) * 2.0 * s  # noqa: E731
+    else:
+        a, b, g = lo, hi, f
+    edges = np.linspace(a, b, _PANELS + 1)
+    total = 0.0
+    for p0, p1 in zip(edges[:-1], edges[1:]):
+        half = 0.5 * (p1 - p0)
+        total += half * float(np.dot(_GL_WEIGHTS, g(p0 + half * (_GL_NODES + 1.0))))
+    return sign * total
+
+
+def xi_integral(w: float, lo: float, hi: float) -> float:
+    """Ξ_w(hi) − Ξ_w(lo) with Ξ_w(σ) = ∫₀^σ r²(1 − r²)^{w/2−1} dr (an incomplete beta)."""
+    return integrate(lambda r: r * r * np.exp((0.5 * w - 1.0) * np.log1p(-r * r)), lo, hi)
+
+
+def psi(sigma_vp):
+    """Ψ(σ) = artanh σ − σ."""
+    return np.arctanh(sigma_vp) - sigma_vp
+
+
+@dataclass
+class VPStep:
+    """Coefficients of one step t_n → t_{n+1} (see module docstring)."""
+
+    sigma: float  # ComfyUI σ at t_n
+    sigma_next: float
+    mu: float
+    mu_next: float
+    sigma_vp: float
+    t: float
+    t_next: float
+    r_perp: float
+    r_par: float
+    ks_perp: float
+    ks_par: float
+    ky: float
+    kj_perp: float
+    kj_par: float
+    kyc: float = 0.0
+    ksc: float = 0.0
+    kjc: float = 0.0
+    kappa: float = 0.0  # c3/e^{c1+c2} at t_n (noisy map)
+    kappa_next: float = 0.0
+
+
+def _vp_terms(w, lam, sigma_y):
+    """log-scale factors and the noisy correction c3, as functions of VP time t."""
+
+    def c1(t):
+        return lam * t + 0.5 * sch.vpsde_b(t)
+
+    def c12(t):
+        return lam * t + 0.5 * (1.0 - w) * sch.vpsde_b(t)
+
+    def c3(t):
+        if sigma_y == 0.0:
+            return np.zeros_like(np.asarray(t, dtype=np.float64))
+        b = sch.vpsde_b(t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = 0.5 * w * sigma_y**2 * np.expm1(c12(t)) * np.log(np.expm1(b))
+        return np.where(b > 0, v, 0.0)  # c3 → 0 as t ln t (pitfall 6)
+
+    return c1, c12, c3
+
+
+def vp_coefficients(sigmas: list[float], w: float = 0.0, lam: float = 0.0, sigma_y: float = 0.0,
+                    closed_form: bool | None = None) -> list[VPStep]:
+    """Per-step C-ΠGDM coefficients on a ComfyUI σ grid (w = 0 gives λ-DDIM's)."""
+    if closed_form is None:
+        closed_form = lam == 0.0 and sigma_y == 0.0
+    if closed_form and (lam != 0.0 or sigma_y != 0.0):
+        raise ValueError("closed-form coefficients exist only for lam = 0 and sigma_y = 0.")
+    ts = sch.sigma_to_vp_time(sigmas)
+    mus, svps = sch.sigma_to_vp(sigmas)
+    c1, c12, c3 = _vp_terms(w, lam, sigma_y)
+    beta = sch.vpsde_beta
+    mu_t, sig_t = sch.vpsde_mu, sch.vpsde_sigma
+    steps = []
+    for n in range(len(sigmas) - 1):
+        t, tn = float(ts[n]), float(ts[n + 1])
+        mu, mun, sv, svn = float(mus[n]), float(mus[n + 1]), float(svps[n]), float(svps[n + 1])
+        dec = 1.0 - lam * (t - tn)  # Euler for the λ·x̄ term, as in the released code
+        if closed_form:
+            r_perp = mun / mu
+            r_par = (mu / mun) ** (w - 1.0)
+            ks_perp = svn - sv * mun / mu
+            ks_par = svn - sv * (mu / mun) ** (w - 1.0)
+            ky = mun * (1.0 - (mu / mun) ** w)
+            kj_perp = w * (psi(svn) - psi(sv)) * mun
+            kj_par = w * xi_integral(w, sv, svn) * mun ** (1.0 - w)
+            extra = {}
+        else:
+            e1n, e12n = c1(tn), c12(tn)
+            r_perp = dec * np.exp(c1(t) - e1n)
+            r_par = dec * np.exp(c12(t) - e12n)
+
+            def q(f):
+                return integrate(f, t, tn, sqrt_substitution=True)
+
+            ks_perp = q(lambda s: 0.5 * beta(s) * np.exp(c1(s) - e1n) / sig_t(s))
+            ks_par = q(lambda s: 0.5 * beta(s) * np.exp(c12(s) - e12n) * (1.0 / sig_t(s) - w * sig_t(s)))
+            ky = q(lambda s: -0.5 * w * beta(s) * mu_t(s) * np.exp(c12(s) - e12n))
+            kj_perp = q(lambda s: 0.5 * w * beta(s) * sig_t(s) * mu_t(s) * np.exp(c1(s) - e1n))
+            kj_par = q(lambda s: 0.5 * w * beta(s) * sig_t(s) * mu_t(s) * np.exp(c12(s) - e12n))
+            extra = {}
+            if sigma_y > 0:
+                g = np.exp(-e12n)
+                extra = dict(
+                    kyc=q(lambda s: -0.5 * w * beta(s) * mu_t(s) * c3(s) * g),
+                    ksc=q(lambda s: 0.5 * beta(s) * c3(s) * (1.0 / sig_t(s) - w * sig_t(s)) * g),
+                    kjc=q(lambda s: 0.5 * w * beta(s) * sig_t(s) * mu_t(s) * c3(s) * g),
+                    kappa=float(c3(t) * np.exp(-c12(t))),
+                    kappa_next=float(c3(tn) * g),
+                )
+        steps.append(VPStep(
+            sigma=float(sigmas[n]), sigma_next=float(sigmas[n + 1]), mu=mu, mu_next=mun, sigma_vp=sv,
+            t=t, t_next=tn, r_perp=float(r_perp), r_par=float(r_par), ks_perp=float(ks_perp),
+            ks_par=float(ks_par), ky=float(ky), kj_perp=float(kj_perp), kj_par=float(kj_par), **extra,
+        ))
+    return steps
+
+
+@dataclass
+class FlowStep:
+    sigma: float
+    sigma_next: float
+    t: float
+    t_next: float
+    r_perp: float
+    r_par: float
+    kv_perp: float
+    kv_par: float
+    ky: float
+    kj_perp: float
+    kj_par: float
+
+
+def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, jacobian_term: str = "paper",
+                      t_integral_start: float = 0.0) -> list[FlowStep]:
+    """Per-step C-ΠGFM coefficients (spec §6) on a ComfyUI CONST σ grid, t = 1 − σ.
+
+    A_t = e^{a}[I + (e^{b} − 1)P], a = B(t − t_i), b = w[(t²/2 − t³/3) − (t_i²/2 − t_i³/3)],
+    γ_t = w t(1 − t) = db/dt. `jacobian_term="released"` reproduces ConjugateV2's
+    h·ΔK₃·g (spec §6.3) instead of ΔL₁g + ΔL₂Pg.
+    """
+    if jacobian_term not in ("paper", "released"):
+        raise ValueError(f'jacobian_term must be "paper" or "released", got {jacobian_term!r}.')
+    ti = t_integral_start
+
+    def a(t):
+        return lamb * (np.asarray(t, dtype=np.float64) - ti)
+
+    def bb(t):
+        t = np.asarray(t, dtype=np.float64)
+        return w * ((t * t / 2 - t**3 / 3) - (ti * ti / 2 - ti**3 / 3))
+
+    def gamma(t):
+        return w * t * (1.0 - t)
+
+    steps = []
+    for k in range(len(sigmas) - 1):
+        t, tn = 1.0 - sigmas[k], 1.0 - sigmas[k + 1]
+        h = tn - t
+        dec = 1.0 + lamb * h  # Euler for B·x̄, as in the released code
+        an, abn = a(tn), a(tn) + bb(tn)
+
+        def q(f):
+            return integrate(f, t, tn)
+
+        r_perp = dec * np.exp(a(t) - an)
+        r_par = dec * np.exp(a(t) + bb(t) - abn)
+        kv_perp = q(lambda s: np.exp(a(s) - an))
+        kv_par = q(lambda s: np.exp(a(s) + bb(s) - abn) * (1.0 - gamma(s) * (1.0 - s)))
+        ky = q(lambda s: gamma(s) * np.exp(a(s) + bb(s) - abn))
+        if jacobian_term == "paper":
+            kj_perp = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) - an))
+            kj_par = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s) - abn))
+        else:
+            dk3 = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s)))  # absolute ΔK₃
+            kj_perp = h * dk3 * np.exp(-an)
+            kj_par = h * dk3 * np.exp(-abn)
+        steps.append(FlowStep(
+            sigma=float(sigmas[k]), sigma_next=float(sigmas[k + 1]), t=float(t), t_next=float(tn),
+            r_perp=float(r_perp), r_par=float(r_par), kv_perp=float(kv_perp), kv_par=float(kv_par),
+            ky=float(ky), kj_perp=float(kj_perp), kj_par=float(kj_par),
+        ))
+    return steps
