@@ -1,0 +1,22 @@
+"""ComfyUI IMAGE (B×H×W×C in [0, 1]) ↔ operator tensors (B×C×H×W)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def image_to_bchw(image: torch.Tensor, what: str = "image") -> torch.Tensor:
+    if image.ndim != 4:
+        raise ValueError(f"{what} must be a ComfyUI IMAGE (batch × height × width × channels), got shape {tuple(image.shape)}.")
+    x = image.detach().to(device="cpu", dtype=torch.float32).movedim(-1, 1).contiguous()
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{what} contains NaN or Inf values: fix the node that produced it (or clamp it) before restoring.")
+    return x
+
+
+def bchw_to_image(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """To a 3-channel ComfyUI IMAGE; 1-channel results are shown as grey."""
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = x.movedim(1, -1).to(torch.float32).contiguous()
+    return x.clamp(0.0, 1.0) if clamp else x
