@@ -30,11 +30,27 @@ __all__ = [
     "data_consistency",
     "dc_schedule",
     "run_treg_ksampler",
+    "seed_generator",
     "treg_sample",
+    "AN_LR_BY_TASK",
+    "PAPER_DEFAULTS",
     "PAPER_STEPS",
 ]
 
 PAPER_STEPS = 200
+# The official README's settings (treg_spec §5); the loop itself takes any sigmas.
+PAPER_DEFAULTS = {
+    "steps": PAPER_STEPS,
+    "cfg": 5.0,
+    "null_prompt": "out of focus, depth of field",
+    "dc_every": 3,
+    "dc_until": 0.85,
+    "cg_iters": 5,
+    "cg_lambda": 1e-4,
+    "an_steps": 10,
+    "an_lr": 8e-4,
+}
+AN_LR_BY_TASK = {"super_resolution": 1e-3, "deblur": 5e-4, "default": 8e-4}
 VP_PREDICTIONS = ("eps", "v")
 
 
