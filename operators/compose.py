@@ -28,12 +28,15 @@ class _FusedCirculant(CirculantOperator):
 class Compose(LinearOperator):
     """H = outer ∘ inner: y = outer(inner(x)).
 
-    Always exact: H = outer.H · inner.H, Hᵀ = inner.Hᵀ · outer.Hᵀ, output_shape, checks.
+    H = outer.H · inner.H and Hᵀ = inner.Hᵀ · outer.Hᵀ (exactly, apart from the
+    "fused-separable" re-truncation below); ⟨Hx, y⟩ = ⟨x, Hᵀy⟩ always holds.
 
     The pseudo-inverse is exact (all four Penrose conditions, P an orthogonal projector)
     in these cases, chosen at construction (`self.method`):
       "fused-separable": both parts separable (SuperResolution, GaussianBlur mode="svd",
-         SeparableConvolution): the 1-D matrices are multiplied and the SVD recomputed.
+         SeparableConvolution): the 1-D matrices are multiplied and the SVD recomputed; the
+         product is truncated again at the larger of the parts' thresholds, so H equals
+         outer(inner(x)) except for product directions with gain below that threshold.
       "fused-fft": both parts circular convolutions: spectra multiplied.
       "fused-mask": two Inpainting masks: one mask, missing where either is missing.
       "identity": one part is Denoise: the other part is used unchanged.

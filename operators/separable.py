@@ -19,14 +19,14 @@ _EPS64 = torch.finfo(torch.float64).eps
 
 
 def truncated_svd_factors(a: torch.Tensor, threshold: float) -> tuple[torch.Tensor, ...]:
-    """(A_t, A_t⁺, Π, kept singular values) of a float64 matrix, keeping s > threshold.
+    """(A_t, A_t⁺, Π, kept singular values) of a float64 matrix, keeping s ≥ threshold.
 
     A relative floor max(m, n)·eps·s_max always applies so numerically-zero singular
     values never get inverted.
     """
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     floor = max(a.shape) * _EPS64 * (float(s[0]) if s.numel() else 0.0)
-    keep = (s > threshold) & (s > floor)
+    keep = (s >= threshold) & (s > floor)
     uk, sk, vk = u[:, keep], s[keep], vh[keep].T
     a_t = (uk * sk) @ vk.T
     a_pinv = (vk / sk) @ uk.T
@@ -118,7 +118,9 @@ class SeparableMatrixOperator(LinearOperator):
 class FusedSeparable(SeparableMatrixOperator):
     """outer∘inner for two separable operators: 1-D matrices multiplied, SVD recomputed.
 
-    The parts are already truncated, so the product gets only the numerical-rank floor.
+    The product is truncated again at the larger of the parts' thresholds: directions
+    that survive each part can still combine into a much weaker one, which would make
+    H⁺ needlessly ill-conditioned (and float32 identities loose).
     """
 
     def __init__(self, outer: LinearOperator, inner: LinearOperator, check_input, check_measurement):
@@ -126,6 +128,7 @@ class FusedSeparable(SeparableMatrixOperator):
         self.outer, self.inner = outer, inner
         self._check_in, self._check_meas = check_input, check_measurement
         self.name = f"{outer.name}∘{inner.name}"
+        self.threshold = max(getattr(outer, "threshold", 0.0), getattr(inner, "threshold", 0.0))
 
     def _inner_out(self, n, axis):
         return self.inner.output_shape((1, 1, n, n))[2 + axis]
