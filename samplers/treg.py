@@ -51,7 +51,7 @@ PAPER_DEFAULTS = {
     "an_lr": 8e-4,
 }
 AN_LR_BY_TASK = {"super_resolution": 1e-3, "deblur": 5e-4, "default": 8e-4}
-VP_PREDICTIONS = ("eps", "v")
+VP_PREDICTIONS = ("eps", "v", "vp")  # "vp" = nodes/comfy_bridge.model_kind for both
 
 
 class SamplingAborted(RuntimeError):

@@ -504,7 +504,8 @@ def test_bad_inputs_raise_clear_value_errors():
         call(generator=None)
     with pytest.raises(ValueError, match="measurement batch"):
         call(y=torch.cat([y, y]))
-    treg.check_vp_prediction("v")  # V-prediction is a VP model: accepted
+    for kind in ("eps", "v", "vp"):  # V-prediction is a VP model too: accepted
+        treg.check_vp_prediction(kind)
 
 
 def test_ksampler_adapter_finds_the_guider_negation_and_seeds_from_extra_args():
