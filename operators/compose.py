@@ -6,9 +6,11 @@ import torch
 
 from .base import LinearOperator, _check_tensor
 from .convolution import CirculantOperator
+from .downsample_fft import DownsampledCirculant
 from .inpainting import Inpainting
 from .separable import FusedSeparable
 from .simple import Denoise
+from .super_resolution import SuperResolution
 
 
 class _FusedCirculant(CirculantOperator):
@@ -38,11 +40,14 @@ class Compose(LinearOperator):
          product is truncated again at the larger of the parts' thresholds, so H equals
          outer(inner(x)) except for product directions with gain below that threshold.
       "fused-fft": both parts circular convolutions: spectra multiplied.
+      "fused-fft-downsample": box SuperResolution after a circular convolution: exact
+         FFT pseudo-inverse through the aliasing sum (operators/downsample_fft.py); low-res
+         frequencies with singular value below the blur's threshold are removed from H.
       "fused-mask": two Inpainting masks: one mask, missing where either is missing.
       "identity": one part is Denoise: the other part is used unchanged.
       "chain": H⁺ = inner⁺ · outer⁺, exact when inner has H Hᵀ = c·I (box
          SuperResolution, Colorization) or outer has Hᵀ H = c·I. Proof: then (AB)⁺ = B⁺A⁺.
-    Otherwise (e.g. box SR of an inpainted image, motion blur then bicubic SR)
+    Otherwise (e.g. box SR of an inpainted image, bicubic SR after an FFT blur)
     `pinv_exact` is False and pinv / pinv_adjoint / project raise ValueError, because
     inner⁺·outer⁺ is not the Moore–Penrose inverse there and P would not be a projector
     (the C-ΠGDM samplers need one). TReg-style solvers only need forward/adjoint and work.
@@ -58,6 +63,7 @@ class Compose(LinearOperator):
         self.name = f"{outer.name}∘{inner.name}"
         self.allow_inexact_pinv = allow_inexact_pinv
         self.fused: LinearOperator | None = None
+        self.threshold = max(getattr(outer, "threshold", 0.0), getattr(inner, "threshold", 0.0))
         if isinstance(inner, Denoise) or isinstance(outer, Denoise):
             self.method = "identity"
             self.fused = outer if isinstance(inner, Denoise) else inner
@@ -67,6 +73,10 @@ class Compose(LinearOperator):
         elif outer.structure == "fft" and inner.structure == "fft":
             self.method = "fused-fft"
             self.fused = _FusedCirculant(outer, inner, self.check_input, self.name)
+        elif isinstance(outer, SuperResolution) and outer.kernel == "box" and inner.structure == "fft":
+            self.method = "fused-fft-downsample"
+            self.fused = DownsampledCirculant(inner, outer.factor, getattr(inner, "threshold", 0.0),
+                                              self.check_input, self.check_measurement, self.name)
         elif isinstance(outer, Inpainting) and isinstance(inner, Inpainting):
             mo, mi = outer.missing, inner.missing
             if mo.shape[-2:] != mi.shape[-2:] or (mo.shape[0] != mi.shape[0] and 1 not in (mo.shape[0], mi.shape[0])):

@@ -62,13 +62,13 @@ class SuperResolution(SeparableMatrixOperator):
 
     def __init__(self, factor: int, kernel: str = "box", threshold: float = 0.0):
         super().__init__()
-        if isinstance(factor, bool) or not isinstance(factor, int) and not (
-            isinstance(factor, float) and factor.is_integer()
-        ):
+        try:
+            ok = not isinstance(factor, bool) and int(factor) == factor and int(factor) >= 1
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
             raise ValueError(f"super-resolution factor must be a positive integer, got {factor!r}.")
         factor = int(factor)
-        if factor < 1:
-            raise ValueError(f"super-resolution factor must be a positive integer, got {factor}.")
         if kernel not in ("box", "bicubic"):
             raise ValueError(f'super-resolution kernel must be "box" or "bicubic", got {kernel!r}.')
         if threshold < 0:

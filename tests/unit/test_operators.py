@@ -73,6 +73,10 @@ CASES = {
                              [(2, 3, 24, 36), (1, 1, 16, 20)], BLUR_T**-2),
     "compose_motion_gauss_fft": (lambda s: Compose(MotionBlur(5), GaussianBlur(1.0, mode="fft")),
                                  [(2, 3, 17, 23), (1, 4, 16, 20)], BLUR_T**-2),
+    "compose_box_sr_motion_fft": (lambda s: Compose(SuperResolution(2), MotionBlur(5, angle=30)),
+                                  [(2, 3, 18, 22), (1, 4, 16, 20)], 1 / BLUR_T),
+    "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
+                                 [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
     "compose_sr_colorization": (lambda s: Compose(SuperResolution(2), Colorization(channels=s[1])),
                                 [(2, 3, 24, 36), (1, 4, 16, 20)], 1.0),
     "compose_mask_after_sr": (lambda s: Compose(Inpainting(mask_for((s[-2] // 2, s[-1] // 2))), SuperResolution(2)),
@@ -188,6 +192,16 @@ def test_float32_matches_float64(name):
         assert rel(method(arg.float()).double(), method(arg)) <= tol(torch.float32, kappa)
 
 
+@pytest.mark.parametrize("name", list(CASES))
+def test_autograd_gradient_is_adjoint(name):
+    """DPS-style solvers differentiate through H: ∇ ½‖Hx‖² must equal HᵀHx."""
+    shape = CASES[name][1][0]
+    op, x, _, _, _ = make(name, shape, torch.float64, "random")
+    x.requires_grad_(True)
+    (0.5 * op.forward(x).square().sum()).backward()
+    assert rel(x.grad, op.adjoint(op.forward(x.detach()))) <= 1e-12
+
+
 def dense(fn, in_shape):
     """Columns fn(e_i) for all basis images e_i: the dense matrix of a linear map."""
     d = math.prod(in_shape[1:])
@@ -201,7 +215,12 @@ SMALL = {  # tiny shapes for dense-matrix checks (d ≤ 300)
     "gauss_fft": (1, 1, 13, 15), "motion_line": (1, 1, 12, 13), "motion_random": (1, 1, 13, 14),
     "conv_user_kernel": (1, 2, 7, 9), "denoise": (1, 3, 5, 7), "colorization": (1, 3, 6, 7),
     "compose_sr_gauss_svd": (1, 1, 12, 16), "compose_motion_gauss_fft": (1, 1, 12, 13),
-    "compose_sr_colorization": (1, 3, 6, 8), "compose_mask_after_sr": (1, 2, 6, 10),
+    "compose_box_sr_motion_fft": (lambda s: Compose(SuperResolution(2), MotionBlur(5, angle=30)),
+                                  [(2, 3, 18, 22), (1, 4, 16, 20)], 1 / BLUR_T),
+    "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
+                                 [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
+    "compose_sr_colorization": (1, 3, 6, 8), "compose_box_sr_motion_fft": (1, 2, 10, 14),
+    "compose_box_sr_gauss_fft": (1, 1, 12, 16), "compose_mask_after_sr": (1, 2, 6, 10),
     "compose_two_masks": (1, 2, 7, 9), "compose_blur_after_denoise": (1, 1, 11, 13),
 }
 
@@ -375,6 +394,12 @@ def test_compose_fusions_equal_the_chain():
     strong = Compose(SuperResolution(2), GaussianBlur(4.0))  # re-truncation drops weak product directions
     chain = strong.outer.forward(strong.inner.forward(x))
     assert 0 < (strong.forward(x) - chain).norm() <= 2 * BLUR_T * x.norm()
+    down = Compose(SuperResolution(2), MotionBlur(5, angle=20))
+    assert down.method == "fused-fft-downsample"
+    chain = down.outer.forward(down.inner.forward(x))  # low-res components with gain < 0.03 dropped:
+    assert 0 < (down.forward(x) - chain).norm() <= BLUR_T * x.norm()
+    exact = Compose(SuperResolution(4), MotionBlur(5, angle=20, threshold=0.0))
+    assert torch.allclose(exact.forward(x), exact.outer.forward(exact.inner.forward(x)), atol=1e-12)
     masks = Compose(Inpainting(mask_for(x.shape, seed=1)), Inpainting(mask_for(x.shape, seed=2)))
     assert torch.equal(masks.forward(x), masks.outer.forward(masks.inner.forward(x)))
     chain_op = Compose(Inpainting(mask_for((12, 16))), SuperResolution(2))
@@ -439,6 +464,7 @@ def test_sr_divisibility_message():
         (lambda: SuperResolution(2).pinv([1.0]), r"measurement must be a torch.Tensor"),
         (lambda: SuperResolution(0), r"factor must be a positive integer"),
         (lambda: SuperResolution(2.5), r"factor must be a positive integer"),
+        (lambda: SuperResolution("4"), r"factor must be a positive integer"),
         (lambda: SuperResolution(2, kernel="lanczos"), r'kernel must be "box" or "bicubic"'),
         (lambda: GaussianBlur(1.0, mode="fft").forward(torch.zeros(1, 3, 8, 8)),
          r"blur kernel 9×9 is larger than the image \(8×8\): use a smaller kernel"),
