@@ -121,6 +121,9 @@ class Compose(LinearOperator):
     def axis_matrices(self, h, w):
         return self.fused.axis_matrices(h, w) if self.structure == "separable" else None
 
+    def axis_matrix(self, n, axis):
+        return self.fused.axis_matrix(n, axis)
+
     def transfer_function(self, h, w):
         return self.fused.transfer_function(h, w) if self.structure == "fft" else None
 

@@ -332,5 +332,8 @@ class GaussianBlur(LinearOperator):
     def axis_matrices(self, h, w):
         return self.impl.axis_matrices(h, w) if self.mode == "svd" else None
 
+    def axis_matrix(self, n, axis):
+        return self.impl.axis_matrix(n, axis)
+
     def transfer_function(self, h, w):
         return self.impl.transfer_function(h, w) if self.mode == "fft" else None

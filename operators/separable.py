@@ -71,8 +71,12 @@ class SeparableMatrixOperator(LinearOperator):
         """Kept 1-D singular values along an axis of n pixels (float64, descending)."""
         return self._factors.master((axis, n))[3]
 
+    def axis_matrix(self, n: int, axis: int) -> torch.Tensor:
+        """Truncated float64 1-D matrix of H along `axis` (0: height, 1: width) for n pixels."""
+        return self._factors.master((axis, n))[0]
+
     def axis_matrices(self, h: int, w: int):
-        return self._factors.master((0, h))[0], self._factors.master((1, w))[0]
+        return self.axis_matrix(h, 0), self.axis_matrix(w, 1)
 
     def _mats(self, h: int, w: int, t: torch.Tensor, which: int):
         fh = self._factors.get((0, h), t.device, t.dtype)[which]
@@ -135,8 +139,8 @@ class FusedSeparable(SeparableMatrixOperator):
 
     def _raw_axis_matrix(self, n, axis):
         m = self._inner_out(n, axis)
-        a_in = self.inner.axis_matrices(n, n)[axis]
-        a_out = self.outer.axis_matrices(m, m)[axis]
+        a_in = self.inner.axis_matrix(n, axis)
+        a_out = self.outer.axis_matrix(m, axis)
         return a_out @ a_in
 
     def _axis_out(self, n, axis):

@@ -115,8 +115,9 @@ class SuperResolution(SeparableMatrixOperator):
         return x.reshape(b, c, h // s, s, w // s, s).mean(dim=(3, 5))
 
     def _replicate(self, y):
+        b, c, h, w = y.shape
         s = self.factor
-        return y.repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1)
+        return y[:, :, :, None, :, None].expand(b, c, h, s, w, s).reshape(b, c, h * s, w * s)
 
     def forward(self, x):
         if self.kernel != "box":

@@ -67,6 +67,8 @@ CASES = {
     "motion_line": (lambda s: MotionBlur(7, angle=30), [(2, 3, 17, 23), (1, 4, 16, 20)], 1 / BLUR_T),
     "motion_random": (lambda s: MotionBlur(9, seed=1), [(2, 3, 17, 23), (1, 1, 24, 36)], 1 / BLUR_T),
     "conv_user_kernel": (lambda s: ConvolutionFFT(user_kernel()), [(2, 3, 17, 23), (1, 1, 16, 20)], 1 / BLUR_T),
+    "separable_asymmetric": (lambda s: SeparableConvolution(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.1, 0.6, 0.2, 0.1])),
+                             [(2, 3, 17, 23), (1, 1, 16, 20)], BLUR_T**-2),
     "denoise": (lambda s: Denoise(), [(2, 3, 17, 23), (1, 1, 8, 8), (1, 4, 16, 20)], 1.0),
     "colorization": (lambda s: Colorization(channels=s[1]), [(2, 3, 17, 23), (1, 4, 16, 20)], 1.0),
     "compose_sr_gauss_svd": (lambda s: Compose(SuperResolution(4, "bicubic"), GaussianBlur(1.5)),
@@ -77,6 +79,10 @@ CASES = {
                                   [(2, 3, 18, 22), (1, 4, 16, 20)], 1 / BLUR_T),
     "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
                                  [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
+    "compose_nested_separable": (lambda s: Compose(SuperResolution(2, "bicubic"), Compose(GaussianBlur(1.0), GaussianBlur(0.7))),
+                                 [(2, 3, 18, 22)], BLUR_T**-2),
+    "compose_nested_fft_downsample": (lambda s: Compose(SuperResolution(2), Compose(MotionBlur(3), GaussianBlur(0.8, mode="fft"))),
+                                      [(2, 3, 18, 22)], BLUR_T**-2),
     "compose_sr_colorization": (lambda s: Compose(SuperResolution(2), Colorization(channels=s[1])),
                                 [(2, 3, 24, 36), (1, 4, 16, 20)], 1.0),
     "compose_mask_after_sr": (lambda s: Compose(Inpainting(mask_for((s[-2] // 2, s[-1] // 2))), SuperResolution(2)),
@@ -220,7 +226,8 @@ SMALL = {  # tiny shapes for dense-matrix checks (d ≤ 300)
     "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
                                  [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
     "compose_sr_colorization": (1, 3, 6, 8), "compose_box_sr_motion_fft": (1, 2, 10, 14),
-    "compose_box_sr_gauss_fft": (1, 1, 12, 16), "compose_mask_after_sr": (1, 2, 6, 10),
+    "compose_box_sr_gauss_fft": (1, 1, 12, 16), "separable_asymmetric": (1, 2, 7, 9),
+    "compose_nested_separable": (1, 1, 10, 14), "compose_nested_fft_downsample": (1, 1, 10, 14), "compose_mask_after_sr": (1, 2, 6, 10),
     "compose_two_masks": (1, 2, 7, 9), "compose_blur_after_denoise": (1, 1, 11, 13),
 }
 
@@ -405,6 +412,8 @@ def test_compose_fusions_equal_the_chain():
     chain_op = Compose(Inpainting(mask_for((12, 16))), SuperResolution(2))
     assert chain_op.method == "chain" and chain_op.pinv_exact
     assert Compose(Denoise(), SuperResolution(2)).method == "identity"
+    assert CASES["compose_nested_separable"][0](None).method == "fused-separable"
+    assert CASES["compose_nested_fft_downsample"][0](None).method == "fused-fft-downsample"
 
 
 def test_compose_without_exact_pinv_is_honest():
