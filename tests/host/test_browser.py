@@ -1,0 +1,247 @@
+"""Real-browser check: the stock ComfyUI frontend, served by a real server, in headless Chromium
+(Debian's package, driven by Playwright) loads every UI workflow of the pack without missing
+nodes or errors; its own "Export (API)" (app.graphToPrompt) agrees with runner/convert.py; and
+the pack's workflows/ folder shows up in the template browser. Screenshots of the loaded graphs
+go to test-artifacts/browser/ (not committed)."""
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from comfyui_inverse.runner import ComfyNotFoundError, ComfyServer, find_comfy_root
+from comfyui_inverse.runner.convert import is_ui_workflow, schema_inputs, ui_to_api
+from comfyui_inverse.runner.server import pack_link
+
+pytestmark = pytest.mark.host
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO / "workflows"
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("INVERSE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Server-side user settings: no first-run template dialog, no missing-model dialog (the test
+# machine has no checkpoints; models are the workflow-run tests' business).
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+PAGE_TIMEOUT_MS = 120_000
+
+
+def pack_ui_workflows() -> list[Path]:
+    """UI-format JSON files directly in workflows/ (API twins are skipped)."""
+    files = []
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        if path.name.endswith(".api.json"):
+            continue
+        try:
+            if is_ui_workflow(json.loads(path.read_text())):
+                files.append(path)
+        except ValueError:
+            files.append(path)  # broken JSON must fail the test, not vanish from it
+    return files
+
+
+def _node(node_id, kind, pos, widgets, inputs=(), outputs=(), mode=0, title=None):
+    node = {"id": node_id, "type": kind, "pos": pos, "size": [300, 120], "flags": {},
+            "order": node_id, "mode": mode, "inputs": list(inputs), "outputs": list(outputs),
+            "properties": {"Node name for S&R": kind}}
+    if widgets is not None:  # the frontend's schema rejects "widgets_values": null
+        node["widgets_values"] = widgets
+    if title:
+        node["title"] = title
+    return node
+
+
+def stock_workflow() -> dict:
+    """Stock nodes only, exercising what the converter must get right: a seed with
+    control_after_generate, a widget driven by a PrimitiveNode, a Reroute, a bypassed node,
+    LoadImage's upload widget and a Note."""
+    io = lambda name, kind, link=None, **kw: {"name": name, "type": kind, "link": link, **kw}
+    out = lambda name, kind, links: {"name": name, "type": kind, "links": links}
+    nodes = [
+        _node(1, "CheckpointLoaderSimple", [0, 0], ["model.safetensors"],
+              outputs=[out("MODEL", "MODEL", [1]), out("CLIP", "CLIP", [2, 3]),
+                       out("VAE", "VAE", [8])]),
+        _node(2, "CLIPTextEncode", [350, 0], ["a sharp photo"], [io("clip", "CLIP", 2)],
+              [out("CONDITIONING", "CONDITIONING", [4])], title="Positive"),
+        _node(3, "CLIPTextEncode", [350, 200], ["blurry"], [io("clip", "CLIP", 3)],
+              [out("CONDITIONING", "CONDITIONING", [5])], title="Negative"),
+        _node(4, "EmptyLatentImage", [350, 400], [64, 64, 1],
+              outputs=[out("LATENT", "LATENT", [6])]),
+        _node(5, "KSampler", [700, 0], [1234, "randomize", 20, 6.5, "euler", "normal", 1.0],
+              [io("model", "MODEL", 1), io("positive", "CONDITIONING", 4),
+               io("negative", "CONDITIONING", 5), io("latent_image", "LATENT", 6),
+               io("steps", "INT", 10, widget={"name": "steps"})],
+              [out("LATENT", "LATENT", [7])]),
+        _node(6, "VAEDecode", [1050, 0], [], [io("samples", "LATENT", 7), io("vae", "VAE", 8)],
+              [out("IMAGE", "IMAGE", [9])]),
+        _node(7, "Reroute", [1250, 0], None, [io("", "*", 9)], [out("", "IMAGE", [11])]),
+        _node(8, "ImageScaleBy", [1400, 0], ["bicubic", 2.0], [io("image", "IMAGE", 11)],
+              [out("IMAGE", "IMAGE", [12])], mode=4),
+        _node(9, "SaveImage", [1750, 0], ["inverse_stock"], [io("images", "IMAGE", 12)]),
+        _node(10, "PrimitiveNode", [350, 600], [8, "fixed"],
+              outputs=[{"name": "INT", "type": "INT", "links": [10],
+                        "widget": {"name": "steps"}}], title="steps"),
+        _node(11, "LoadImage", [0, 400], ["example.png", "image"],
+              outputs=[out("IMAGE", "IMAGE", []), out("MASK", "MASK", [])]),
+        _node(12, "Note", [0, 700], ["Stock nodes only: the browser-test fixture."]),
+    ]
+    links = [[1, 1, 0, 5, 0, "MODEL"], [2, 1, 1, 2, 0, "CLIP"], [3, 1, 1, 3, 0, "CLIP"],
+             [4, 2, 0, 5, 1, "CONDITIONING"], [5, 3, 0, 5, 2, "CONDITIONING"],
+             [6, 4, 0, 5, 3, "LATENT"], [7, 5, 0, 6, 0, "LATENT"], [8, 1, 2, 6, 1, "VAE"],
+             [9, 6, 0, 7, 0, "IMAGE"], [10, 10, 0, 5, 4, "INT"], [11, 7, 0, 8, 0, "IMAGE"],
+             [12, 8, 0, 9, 0, "IMAGE"]]
+    return {"last_node_id": 12, "last_link_id": 12, "nodes": nodes, "links": links,
+            "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+CASES = [pytest.param(None, id="stock-fixture")] + [
+    pytest.param(path, id=path.stem) for path in pack_ui_workflows()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    try:
+        find_comfy_root()
+    except ComfyNotFoundError as error:
+        pytest.skip(str(error))
+    base = tmp_path_factory.mktemp("browser_base")
+    with ComfyServer(base_dir=base, log_path=base / "comfyui.log") as running:
+        request = urllib.request.Request(
+            running.url + "/api/settings", data=json.dumps(SETTINGS).encode(), method="POST",
+            headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).read()
+        yield running
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.client.object_info()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    console = []
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(server.url + "/", wait_until="load")
+            page.wait_for_function(
+                "() => window.app && window.app.graph && window.app.extensionManager"
+                " && window.LiteGraph && Object.keys(LiteGraph.registered_node_types).length > 50")
+            yield page
+        finally:
+            (ARTIFACTS / "console.log").write_text("\n".join(console) + "\n")
+            browser.close()
+
+
+LOAD_JS = """async ([workflow, name]) => {
+    await app.loadGraphData(workflow, true, true, name);
+    const nodes = app.graph.nodes.map(n => ({
+        id: n.id, type: n.type, has_errors: !!n.has_errors,
+        registered: !!LiteGraph.registered_node_types[n.type]}));
+    const prompt = (await app.graphToPrompt()).output;
+    return {nodes, prompt};
+}"""
+
+VISIBLE_DIALOGS_JS = """() => Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))
+    .filter(d => d.offsetParent !== null || d.getClientRects().length)
+    .map(d => d.innerText.trim().slice(0, 500))"""
+
+# Warnings too: e.g. "Invalid workflow against zod schema" is a warning toast.
+PROBLEM_TOASTS_JS = """() => Array.from(document.querySelectorAll(
+        '.p-toast-message-error, .p-toast-message-warn'))
+    .map(t => t.innerText.trim().slice(0, 500))"""
+
+
+def _without_meta_and_ui_only_inputs(prompt: dict, object_info: dict) -> dict:
+    """Compare on what the server executes: drop _meta (the frontend localises titles) and
+    inputs that are not in the node's schema (frontend-only widgets, ignored by the server)."""
+    result = {}
+    for node_id, node in prompt.items():
+        known = {name for name, _ in schema_inputs(object_info.get(node["class_type"], {}))}
+        result[node_id] = {"class_type": node["class_type"],
+                           "inputs": {k: v for k, v in node["inputs"].items() if k in known}}
+    return result
+
+
+@pytest.mark.parametrize("workflow_path", CASES)
+def test_frontend_loads_workflow_without_errors(page, object_info, workflow_path):
+    name = workflow_path.stem if workflow_path else "stock-fixture"
+    workflow = json.loads(workflow_path.read_text()) if workflow_path else stock_workflow()
+    assert is_ui_workflow(workflow)
+    try:
+        loaded = page.evaluate(LOAD_JS, [workflow, name])
+        page.wait_for_timeout(400)  # dialogs and toasts open asynchronously; layout settles
+        dialogs = page.evaluate(VISIBLE_DIALOGS_JS)
+        toasts = page.evaluate(PROBLEM_TOASTS_JS)
+        page.evaluate("() => app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    finally:
+        page.keyboard.press("Escape")  # close whatever opened, for the next workflow
+
+    missing = [f"{n['id']} {n['type']}" for n in loaded["nodes"] if not n["registered"]]
+    assert not missing, f"{name}: node types the frontend does not know: {missing}"
+    errors = [f"{n['id']} {n['type']}" for n in loaded["nodes"] if n["has_errors"]]
+    assert not errors, f"{name}: nodes flagged with errors: {errors}"
+    assert not dialogs, f"{name}: dialogs opened on load: {dialogs}"
+    assert not toasts, f"{name}: warnings or errors on load: {toasts}"
+    assert len(loaded["nodes"]) == len(workflow["nodes"])
+
+    ours = ui_to_api(workflow, object_info)
+    assert _without_meta_and_ui_only_inputs(ours, object_info) == \
+        _without_meta_and_ui_only_inputs(loaded["prompt"], object_info), \
+        f"{name}: runner/convert.py disagrees with the frontend's Export (API)"
+
+
+def test_stock_fixture_converts_as_the_frontend_does(page, object_info):
+    """Pin the tricky parts on the fixture itself, so the comparison above cannot pass
+    vacuously (e.g. both sides empty)."""
+    prompt = ui_to_api(stock_workflow(), object_info)
+    assert prompt["5"]["inputs"]["seed"] == 1234
+    assert prompt["5"]["inputs"]["steps"] == 8  # from the PrimitiveNode
+    assert prompt["5"]["inputs"]["cfg"] == 6.5  # after the skipped "randomize"
+    assert prompt["9"]["inputs"]["images"] == ["6", 0]  # through the Reroute and the bypass
+    assert prompt["11"]["inputs"] == {"image": "example.png"}
+    assert set(prompt) == {"1", "2", "3", "4", "5", "6", "9", "11"}
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+
+
+def test_template_browser_lists_the_pack_workflows(server):
+    module = pack_link(server.base_dir / "custom_nodes").name
+    listing = server.client.workflow_templates()
+    expected = sorted(path.stem for path in pack_ui_workflows())
+    listed = sorted(listing.get(module, []))
+    assert listed == expected, (
+        f"/api/workflow_templates lists {listed} for {module}; the UI workflows in workflows/ "
+        f"are {expected}. Every *.json directly in workflows/ becomes a template, so API twins "
+        "belong in a subfolder (e.g. workflows/api/).")
+    for name in listed:
+        base = f"{server.url}/api/workflow_templates/{module}/{urllib.request.quote(name)}"
+        status, body = _get(base + ".json")
+        assert status == 200 and json.loads(body) == json.loads(
+            (WORKFLOWS / f"{name}.json").read_text())
+        status, _ = _get(base + ".jpg")
+        assert status == 200, (f"template {name!r} has no thumbnail: the frontend shows "
+                               f"workflows/{name}.jpg (JPEG, same stem as the workflow)")
