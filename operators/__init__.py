@@ -3,6 +3,12 @@
 Every operator provides H (forward), Hᵀ (adjoint), H⁺ (pinv), (H⁺)ᵀ (pinv_adjoint),
 P = H⁺H (project), output_shape / input_shape, check_input / check_measurement,
 measure(x, sigma_y, generator) and describe(). Images are B×C×H×W.
+
+Identities tested for every operator (tests/unit/test_operators.py), float32 and float64:
+⟨Hx, y⟩ = ⟨x, Hᵀy⟩; the four Moore–Penrose conditions (H H⁺ H = H, H⁺ H H⁺ = H⁺,
+(H H⁺)ᵀ = H H⁺, (H⁺ H)ᵀ = H⁺ H); P² = P, Pᵀ = P, P H⁺ = H⁺; ⟨H⁺y, x⟩ = ⟨y, (H⁺)ᵀx⟩; H⁺
+equals torch.linalg.pinv of the dense H on small sizes. Blurs use the *truncated* H
+(weak components removed from H itself), see convolution.py. Compose states its cases.
 """
 
 from .base import LinearOperator, work_dtype

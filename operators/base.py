@@ -105,6 +105,7 @@ class LinearOperator:
         """y = H x + σ_y·n with n ~ N(0, I) drawn from `generator` (same seed → same y)."""
         if sigma_y < 0:
             raise ValueError(f"sigma_y must be >= 0, got {sigma_y}. Use 0 for a noiseless measurement.")
+        _check_tensor(x, "image")
         self.check_input(tuple(x.shape))
         y = self.forward(x)
         if sigma_y > 0:

@@ -107,7 +107,8 @@ _PHOTO = {}
 def photo_batch(shape, dtype, offset=0):
     """Crops of skimage's astronaut (512×512 RGB → 256×256 by 2×2 means), one per batch item."""
     if "img" not in _PHOTO:
-        data = pytest.importorskip("skimage.data")
+        from skimage import data  # test extra of pyproject (scikit-image); a missing one must fail, not skip
+
         img = torch.from_numpy(data.astronaut()).permute(2, 0, 1).double() / 255.0
         _PHOTO["img"] = F.avg_pool2d(img[None], 2)[0]
     img = _PHOTO["img"]
@@ -527,9 +528,13 @@ def test_measure_is_deterministic_per_seed():
     assert abs(noise.std().item() - 0.2) < 0.005  # 49k samples: std error ≈ 0.2/√(2·49152) ≈ 6e-4
 
 
-def test_measure_rejects_negative_sigma():
+def test_measure_rejects_bad_input():
     with pytest.raises(ValueError, match=r"sigma_y must be >= 0.*Use 0 for a noiseless"):
         Denoise().measure(torch.zeros(1, 3, 4, 4), -0.1)
+    with pytest.raises(ValueError, match=r"image is 6×6 but super-resolution factor 4"):
+        SuperResolution(4).measure(torch.zeros(1, 3, 6, 6), 0.1)
+    with pytest.raises(ValueError, match=r"image must be a torch.Tensor"):
+        Denoise().measure([[0.0]], 0.1)
 
 
 # --- latent grid -----------------------------------------------------------------------------
