@@ -18,6 +18,16 @@ import torch
 
 
 
+def _qt(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Per component Q_kᵀ v_bk: q (K,d,d), v (B,K,d) -> (B,K,d), as K batched matmuls."""
+    return torch.bmm(v.transpose(0, 1), q).transpose(0, 1)
+
+
+def _q(q: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Per component Q_k v_bk."""
+    return torch.bmm(v.transpose(0, 1), q.transpose(1, 2)).transpose(0, 1)
+
+
 def _se_kernel(n: int, lengthscale: float) -> torch.Tensor:
     i = torch.arange(n, dtype=torch.float64)
     return torch.exp(-0.5 * ((i[:, None] - i[None, :]) / lengthscale) ** 2)
@@ -82,10 +92,10 @@ class GaussianMixturePrior:
         lam = self.evals[None]  # (1,K,d)
         a3, s3 = a[:, :, None], s[:, :, None]
         var = a3 * a3 * lam + s3 * s3  # (B,K,d) eigenvalues of a²Σ + s²I
-        zc = torch.einsum("kji,bkj->bki", self.evecs, xf[:, None, :] - a3 * self.means[None])  # Qᵀ(x − a m)
+        zc = _qt(self.evecs, xf[:, None, :] - a3 * self.means[None])  # Qᵀ(x − a m)
         gain = a3 * lam / var
-        dk = self.means[None] + torch.einsum("kij,bkj->bki", self.evecs, gain * zc)
-        grad = -torch.einsum("kij,bkj->bki", self.evecs, zc / var)
+        dk = self.means[None] + _q(self.evecs, gain * zc)
+        grad = -_q(self.evecs, zc / var)
         logp = self.log_weights[None] - 0.5 * ((zc * zc) / var + torch.log(var)).sum(-1)
         resp = torch.softmax(logp, dim=1)
         return dk, grad, resp, gain
@@ -105,8 +115,8 @@ class GaussianMixturePrior:
         dk, grad, resp, gain = self._parts(x, sigma, kind)
         vf = v.reshape(v.shape[0], -1).to(torch.float64)
         dmean = (resp[:, :, None] * dk).sum(1)
-        qv = torch.einsum("kji,bj->bki", self.evecs, vf)
-        jk_v = torch.einsum("kij,bkj->bki", self.evecs, gain * qv)  # J_k symmetric
+        qv = _qt(self.evecs, vf[:, None, :].expand(-1, self.k, -1))
+        jk_v = _q(self.evecs, gain * qv)  # J_k symmetric
         coupling = torch.einsum("bkd,bd->bk", dk - dmean[:, None], vf)
         out = (resp[:, :, None] * (jk_v + grad * coupling[:, :, None])).sum(1)
         return out.reshape(v.shape).to(v.dtype)
