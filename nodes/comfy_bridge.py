@@ -1,0 +1,143 @@
+"""Adapters from ComfyUI objects (MODEL, VAE, sampler internals) to the pure-torch samplers.
+
+ComfyUI runs every prompt under torch.inference_mode(); the weights it loads are inference
+tensors. Anything here that needs gradients works inside `grad_enabled()` on weights made
+ordinary by `make_differentiable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.model_sampling
+
+log = logging.getLogger("comfyui-inverse")
+
+
+def model_kind(model_sampling) -> str:
+    """'vp' for ε- and v-prediction models, 'flow' for rectified-flow (CONST) models.
+
+    Decided by the parameterisation methods actually in use, so subclasses that change
+    them (X0, EDM, LCM, IMG_TO_IMG, Cosmos) are refused instead of silently mis-read.
+    """
+    ms = comfy.model_sampling
+    cls = type(model_sampling)
+    denoised = getattr(cls, "calculate_denoised", None)
+    scaling = getattr(cls, "noise_scaling", None)
+    if isinstance(model_sampling, ms.CONST) and denoised is ms.CONST.calculate_denoised and scaling is ms.CONST.noise_scaling:
+        return "flow"
+    if isinstance(model_sampling, ms.EPS) and scaling is ms.EPS.noise_scaling and denoised in (
+        ms.EPS.calculate_denoised, ms.V_PREDICTION.calculate_denoised
+    ) and not isinstance(model_sampling, ms.EDM):
+        return "vp"
+    raise ValueError(
+        f"model: unsupported model type '{cls.__name__}' (its parameterisation is "
+        f"{[c.__name__ for c in cls.__mro__[1:4]]}). The inverse solvers support ε- and v-prediction "
+        "diffusion models (SD1.5, SD2, SDXL) and rectified-flow models (SD3, Flux). Load one of those "
+        "with a stock loader, and remove ModelSampling* nodes that switch it to x0/lcm/edm."
+    )
+
+
+def model_sampling_of(model_patcher):
+    return model_patcher.get_model_object("model_sampling")
+
+
+def check_interrupt() -> None:
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+@contextlib.contextmanager
+def grad_enabled():
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def make_differentiable(module: torch.nn.Module) -> None:
+    """Replace inference-mode parameters and buffers by ordinary copies, in place.
+
+    Cheap when already done: it checks each tensor. `p.data = ...` is not enough (the
+    Parameter object itself is an inference tensor), so the Parameter is replaced.
+    """
+    with torch.inference_mode(False):
+        for sub in module.modules():
+            for name, p in list(sub._parameters.items()):
+                if p is not None and torch.is_inference(p):
+                    sub._parameters[name] = torch.nn.Parameter(p.detach().clone(), requires_grad=False)
+            for name, b in list(sub._buffers.items()):
+                if b is not None and torch.is_inference(b):
+                    sub._buffers[name] = b.detach().clone()
+
+
+class VaeBridge:
+    """Decode/encode between the model's *processed* latent space and pixels in [-1, 1].
+
+    Calls the VAE's inner model (not VAE.decode/encode, which clamp, cast and move to CPU).
+    `latent_format` is the diffusion model's, so latents match what the sampler integrates.
+    """
+
+    def __init__(self, vae, latent_format, device: torch.device | None = None):
+        if vae is None:
+            raise ValueError("vae: no VAE connected. Connect the VAE that belongs to the model (e.g. from Load Checkpoint).")
+        self.vae = vae
+        self.latent_format = latent_format
+        self.downscale = int(vae.downscale_ratio) if isinstance(vae.downscale_ratio, int) else 8
+        self.device = device
+        self._check_family()
+
+    def _check_family(self) -> None:
+        expected = getattr(self.latent_format, "latent_channels", None)
+        if expected is not None and self.vae.latent_channels != expected:
+            raise ValueError(
+                f"vae: this VAE makes {self.vae.latent_channels}-channel latents but the model expects {expected}. "
+                "Connect the VAE of the same model family (SD1.5/SDXL: 4 channels, SD3/Flux: 16)."
+            )
+
+    def load(self, also=()) -> None:
+        """Load the VAE (together with `also`, e.g. the model patcher being sampled, so
+        neither evicts the other) and make its weights differentiable."""
+        comfy.model_management.load_models_gpu([*also, self.vae.patcher])
+        make_differentiable(self.vae.first_stage_model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.vae.vae_dtype
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        raw = self.latent_format.process_out(latent.float())
+        model = self.vae.first_stage_model
+        out = model.decode(raw.to(device=self.vae.device, dtype=self.dtype))
+        return out.float().to(latent.device)
+
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Posterior *sample* when the VAE has a Gaussian posterior and a generator is given, else its mean."""
+        model = self.vae.first_stage_model
+        x = pixels.to(device=self.vae.device, dtype=self.dtype)
+        gaussian = type(getattr(model, "regularization", None)).__name__ == "DiagonalGaussianRegularizer"
+        if generator is not None and gaussian and getattr(model, "bn", None) is None:
+            moments = model.encoder(x)
+            if getattr(model, "quant_conv", None) is not None:
+                moments = model.quant_conv(moments)
+            mean, logvar = moments.float().chunk(2, dim=1)
+            std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+            noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device)
+            raw = mean + std * noise
+        else:
+            raw = model.encode(x)
+            if isinstance(raw, tuple):
+                raw = raw[0]
+        return self.latent_format.process_in(raw.float()).to(pixels.device)
+
+    def encode_raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE's own (unprocessed) latent mean, as a LATENT dict carries it."""
+        return self.latent_format.process_out(self.encode(pixels))
+
+    def check_image_size(self, height: int, width: int, what: str = "measurement") -> None:
+        if height % self.downscale or width % self.downscale:
+            raise ValueError(
+                f"{what}: the image is {width}×{height} but the VAE works on multiples of {self.downscale} pixels. "
+                f"Crop or resize the image to {width - width % self.downscale}×{height - height % self.downscale} first."
+            )

@@ -1,0 +1,371 @@
+"""C-ΠGDM / C-ΠGFM on the user's own ComfyUI model (category inverse/samplers).
+
+The sampler nodes return a stock SAMPLER (comfy.samplers.KSAMPLER) whose function runs
+samplers.cpgdm / samplers.cpgfm on the model's processed latents, with the measurement
+mapped to the latent grid (samplers/latent_problem.py explains the approximation).
+The all-in-one node builds a stock CFGGuider and calls the very same sampler function.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+
+import torch
+from comfy_api.latest import io
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from .. import samplers as core
+from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
+from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind, model_sampling_of
+from .presets import PRESET_NAMES, preset
+from .types import Measurement, MeasurementType
+
+log = logging.getLogger("comfyui-inverse")
+
+CATEGORY = "inverse/samplers"
+VJP_MODES = ("autograd", "finite_difference", "none")
+BRIDGE_CHOICES = ("auto",) + BRIDGE_MODES
+START_CHOICES = ("auto", "measurement", "input_latent")
+METHOD = {"vp": "C-ΠGDM (SamplerConjugatePiGDM)", "flow": "C-ΠGFM (SamplerConjugatePiGFM)"}
+
+# Chosen by the analytic benchmark (benchmarks/latent_analytic.py): the pixel bridge changed
+# the pixel measurement error by < 2% relative on every operator while costing one decode and
+# two encodes per step, so "auto" is the latent surrogate everywhere.
+AUTO_BRIDGE = "latent_surrogate"
+
+
+# ---------------------------------------------------------------------------------- core
+
+def resolve_bridge(mode: str) -> str:
+    if mode == "auto":
+        return AUTO_BRIDGE
+    if mode not in BRIDGE_MODES:
+        raise ValueError(f"bridge_mode: unknown mode {mode!r}; choose one of {BRIDGE_CHOICES}.")
+    return mode
+
+
+def check_measurement(measurement, latent_shape, downscale: int) -> None:
+    """Measurement vs the latent being sampled: type, VAE-compatible size, matching size, batch."""
+    if not isinstance(measurement, Measurement):
+        raise ValueError("measurement: expected a MEASUREMENT (from Degrade Image or Measurement From Image), "
+                         f"got {type(measurement).__name__}.")
+    b, _, h, w = measurement.image_shape
+    if h % downscale or w % downscale:
+        raise ValueError(
+            f"measurement: the restored image would be {w}×{h} pixels, but the VAE needs multiples of {downscale}. "
+            f"Crop or resize the input image to {w - w % downscale}×{h - h % downscale} (for super-resolution: a "
+            f"low-resolution size that is a multiple of {downscale} divided by the factor)."
+        )
+    lb, _, lh, lw = latent_shape
+    if (lh * downscale, lw * downscale) != (h, w):
+        raise ValueError(
+            f"latent_image: the latent is {lw}×{lh} ({lw * downscale}×{lh * downscale} pixels) but the measurement's "
+            f"image is {w}×{h}. Use an Empty Latent Image of width {w} and height {h}, or the Inverse Init Latent node."
+        )
+    if b not in (1, lb):
+        raise ValueError(
+            f"latent_image: batch of {lb} latents but the measurement holds {b} images. Use a latent batch of {b} "
+            "(one result per measured image) or a single measurement for the whole batch."
+        )
+
+
+def _expand_batch(y: torch.Tensor, batch: int) -> torch.Tensor:
+    return y if y.shape[0] == batch else y.expand(batch, *y.shape[1:]).contiguous()
+
+
+def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, family: str,
+                               measurement, vae, w: float, lam: float, vjp: str = "autograd",
+                               bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True):
+    """KSAMPLER function: C-ΠGDM ('vp') or C-ΠGFM ('flow') on the model being sampled."""
+    extra_args = dict(extra_args or {})
+    guider = model.inner_model
+    base = guider.inner_model
+    kind = model_kind(base.model_sampling)
+    if kind != family:
+        raise ValueError(
+            f"sampler: {METHOD[family]} was connected but the model is a "
+            f"{'rectified-flow (SD3/Flux)' if kind == 'flow' else 'diffusion (SD1.5/SDXL)'} model. "
+            f"Use {METHOD[kind]} instead."
+        )
+    if extra_args.pop("denoise_mask", None) is not None:
+        log.warning("comfyui-inverse: the latent's noise_mask is ignored by %s; use the Inpainting Operator "
+                    "to say which pixels are unknown.", METHOD[family])
+    seed = int(extra_args.get("seed") or 0)
+    bridge = VaeBridge(vae, base.latent_format)
+    bridge.load(also=[guider.model_patcher])
+    check_measurement(measurement, tuple(x.shape), bridge.downscale)
+    batch = x.shape[0]
+    y = _expand_batch(measurement.to_signed(), batch).to(device=x.device, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        problem = make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
+                                      bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
+                                      downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator)
+    except ValueError as err:
+        raise ValueError(f"measurement: {err}") from err
+    sig = [float(s) for s in sigmas.detach().cpu().tolist()]
+    latent_image = getattr(model, "latent_image", None)
+    from_latent = latent_image is not None and bool(torch.count_nonzero(latent_image))
+    if start == "measurement" or (start == "auto" and not from_latent):
+        # data-dependent start from E(H⁺y); the stock path only made seeded noise
+        shim = types.SimpleNamespace(pinv_y=problem.target)
+        x = core.measurement_start(shim, sig[0], kind, generator=generator, dtype=torch.float32).to(x.dtype)
+    if vjp == "autograd":
+        make_differentiable(base.diffusion_model)
+
+    def denoiser(xx, s):
+        return model(xx, s, denoise_mask=None, **extra_args)
+
+    def report(i, xx, x0):
+        if callback is not None:
+            callback({"i": i, "denoised": x0, "x": xx, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
+
+    def should_stop():
+        check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
+        return False
+
+    def run(mode):
+        kw = dict(vjp=mode, callback=report, should_stop=should_stop)
+        if kind == "vp":
+            return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, **kw)
+        return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, **kw)
+
+    try:
+        return run(vjp)
+    except core.AutogradUnavailable as err:
+        log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
+                    "finite-difference Jacobian instead (one extra model call per step).", METHOD[family], err)
+        return run("finite_difference")
+
+
+def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto"):
+    if vjp not in VJP_MODES:
+        raise ValueError(f"vjp: unknown mode {vjp!r}; choose one of {VJP_MODES}.")
+    resolve_bridge(bridge_mode)
+    if start not in START_CHOICES:
+        raise ValueError(f"start: unknown choice {start!r}; choose one of {START_CHOICES}.")
+    if vae is None:
+        raise ValueError("vae: no VAE connected. Connect the VAE of the model (e.g. from Load Checkpoint or Load VAE).")
+    options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
+               "vjp": vjp, "bridge_mode": bridge_mode, "start": start}
+    return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
+
+
+def inverse_sigmas(model_sampling, steps: int, start: float) -> torch.Tensor:
+    """The method's grid, uniform in its own time, as ComfyUI σ for this model.
+
+    VP: VP-SDE time from τ = start down to 0.001 (σ = √(e^{b(t)} − 1)); every σ the model is
+    evaluated at is clamped into [sigma_min, sigma_max] of the model's table, the last
+    (never evaluated) σ stays at t = 0.001 as in the paper.
+    Flow: σ = 1 − t with t uniform from 1 − start to 1 (σ0 = start, ends at 0). The model's
+    shift is *not* applied: the conjugate coefficients use the actual σ values, and the
+    paper's tuned settings assume uniform t; use a stock scheduler for shifted spacing.
+    """
+    kind = model_kind(model_sampling)
+    if kind == "vp":
+        if not 0.0 < start <= 1.0:
+            raise ValueError(f"start: diffusion start time must be in (0, 1], got {start}.")
+        sig = core.vp_sigmas_uniform_t(int(steps), t_start=float(start), t_end=0.001, dtype=torch.float64)
+        lo, hi = float(model_sampling.sigma_min), float(model_sampling.sigma_max)
+        vals = [min(max(float(s), lo), hi) for s in sig[:-1]] + [min(float(sig[-1]), lo)]
+        out = [vals[0]]
+        for v in vals[1:]:
+            if v < out[-1]:
+                out.append(v)
+        if len(out) < 2:
+            raise ValueError(f"start: {start} maps to this model's smallest noise level; use a larger start.")
+        return torch.tensor(out, dtype=torch.float32)
+    if not 0.0 < start < 1.0:
+        raise ValueError(f"start: flow start noise must be in (0, 1), got {start}.")
+    return core.flow_sigmas_uniform_t(int(steps), t_start=1.0 - float(start), dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------------- nodes
+
+def _method_inputs(default_w: float, default_lam: float, lam_name: str):
+    return [
+        MeasurementType.Input("measurement"),
+        io.Vae.Input("vae", tooltip="The VAE of the model being sampled: it maps the measurement into latent space."),
+        io.Float.Input("w", default=default_w, min=0.0, max=100.0, step=0.1,
+                       tooltip="Guidance weight: larger = closer to the measurement (paper: 15 noiseless / 2 noisy for "
+                               "diffusion, 20 for flow)."),
+        io.Float.Input("lam", default=default_lam, min=-2.0, max=2.0, step=0.01, display_name=lam_name,
+                       tooltip="Scalar part of the conjugate map (diffusion λ: 0 noiseless, −0.15 noisy; flow B: 0.2)."),
+        io.Combo.Input("vjp", options=list(VJP_MODES), default="autograd",
+                       tooltip="Jacobian term: autograd (exact, one backward pass per step; falls back to "
+                               "finite_difference for models like Flux), finite_difference (two extra model calls), "
+                               "none (Jacobian-free, fastest)."),
+        io.Combo.Input("bridge_mode", options=list(BRIDGE_CHOICES), default="auto",
+                       tooltip="latent_surrogate: operator and measurement mapped to the latent grid (fast). "
+                               "pixel_bridge: the Jacobian term's residual is measured in pixels through the VAE "
+                               "(one decode + two encodes per step). auto = latent_surrogate."),
+        io.Combo.Input("start", options=list(START_CHOICES), default="auto", optional=True,
+                       tooltip="auto: start from the measurement (encoded H⁺y + seeded noise) unless the latent is "
+                               "non-empty (e.g. from Inverse Init Latent). measurement / input_latent force one."),
+    ]
+
+
+class SamplerConjugatePiGDM(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SamplerConjugatePiGDM",
+            display_name="Sampler C-ΠGDM (inverse)",
+            category=CATEGORY,
+            description="Conditional conjugate ΠGDM for ε/v diffusion models (SD1.5, SD2, SDXL): restores the "
+                        "measurement in a few steps. Use with SamplerCustomAdvanced and Inverse Sigmas.",
+            inputs=_method_inputs(15.0, 0.0, "lambda"),
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto") -> io.NodeOutput:
+        return io.NodeOutput(make_sampler("vp", measurement, vae, w, lam, vjp, bridge_mode, start))
+
+
+class SamplerConjugatePiGFM(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SamplerConjugatePiGFM",
+            display_name="Sampler C-ΠGFM (inverse)",
+            category=CATEGORY,
+            description="Conditional conjugate ΠGFM for rectified-flow models (SD3, Flux): restores the measurement "
+                        "in a few steps. Use with SamplerCustomAdvanced and Inverse Sigmas.",
+            inputs=_method_inputs(20.0, 0.2, "B"),
+            outputs=[io.Sampler.Output()],
+        )
+
+    @classmethod
+    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto") -> io.NodeOutput:
+        return io.NodeOutput(make_sampler("flow", measurement, vae, w, lam, vjp, bridge_mode, start))
+
+
+class InverseSigmas(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InverseSigmas",
+            display_name="Inverse Sigmas",
+            category=CATEGORY,
+            description="The conjugate samplers' time grid (uniform in the method's t) for the connected model.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Int.Input("steps", default=5, min=1, max=200, tooltip="Paper: 5 for diffusion, 10 for flow."),
+                io.Float.Input("start", default=0.4, min=0.01, max=1.0, step=0.01,
+                               tooltip="Noise level to start from: diffusion VP-SDE time τ (paper 0.4), flow σ0 = 1 − st "
+                                       "(paper st = 0.6 → 0.4). Lower = stay closer to the measurement."),
+            ],
+            outputs=[io.Sigmas.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, steps, start) -> io.NodeOutput:
+        return io.NodeOutput(inverse_sigmas(model_sampling_of(model), steps, start))
+
+
+class InverseInitLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InverseInitLatent",
+            display_name="Inverse Init Latent",
+            category=CATEGORY,
+            description="LATENT of the pseudo-inverse H⁺y (VAE-encoded) at the restored image's size. With "
+                        "RandomNoise and Inverse Sigmas, the stock sampler path noises it to the start level "
+                        "(x = E(H⁺y) + σ0·ε, or (1−σ0)E(H⁺y) + σ0·ε for flow): the C-ΠGDM start.",
+            inputs=[io.Model.Input("model"), io.Vae.Input("vae"), MeasurementType.Input("measurement")],
+            outputs=[io.Latent.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, measurement) -> io.NodeOutput:
+        model_kind(model_sampling_of(model))
+        base = model.model
+        bridge = VaeBridge(vae, base.latent_format)
+        b, _, h, w = measurement.image_shape if isinstance(measurement, Measurement) else (0, 0, 0, 0)
+        check_measurement(measurement, (b, 0, h // bridge.downscale, w // bridge.downscale), bridge.downscale)
+        bridge.load()
+        pixels = measurement.operator.pinv(measurement.to_signed()).to(bridge.vae.device)
+        with torch.no_grad():
+            raw = bridge.encode_raw(pixels)
+        return io.NodeOutput({"samples": raw.to(comfy.model_management.intermediate_device())})
+
+
+class InverseSolveConjugate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InverseSolveConjugate",
+            display_name="Inverse Solve (C-ΠGDM)",
+            category=CATEGORY,
+            description="All-in-one restoration with the loaded model: C-ΠGDM for SD1.5/SDXL, C-ΠGFM for SD3/Flux. "
+                        "Same code as SamplerConjugatePiGDM/PiGFM + Inverse Sigmas + SamplerCustomAdvanced.",
+            inputs=[
+                io.Model.Input("model"),
+                io.Vae.Input("vae"),
+                io.Conditioning.Input("positive"),
+                io.Conditioning.Input("negative"),
+                MeasurementType.Input("measurement"),
+                io.Combo.Input("preset", options=list(PRESET_NAMES), default="auto",
+                               tooltip="Task settings (steps, w, λ, start) from the papers; auto picks the task from the "
+                                       "operator and the family from the model. custom = use the widgets below."),
+                io.Int.Input("steps", default=5, min=1, max=200, tooltip="Used with preset = custom."),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=30.0, step=0.1),
+                io.Float.Input("w", default=15.0, min=0.0, max=100.0, step=0.1, tooltip="Used with preset = custom."),
+                io.Float.Input("lam", default=0.0, min=-2.0, max=2.0, step=0.01, display_name="lambda",
+                               tooltip="λ (diffusion) or B (flow). Used with preset = custom."),
+                io.Float.Input("start", default=0.4, min=0.01, max=1.0, step=0.01, tooltip="Used with preset = custom."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                io.Combo.Input("vjp", options=list(VJP_MODES), default="autograd", optional=True),
+                io.Combo.Input("bridge_mode", options=list(BRIDGE_CHOICES), default="auto", optional=True),
+            ],
+            outputs=[io.Image.Output(display_name="image"), io.Latent.Output(display_name="latent")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
+                vjp="autograd", bridge_mode="auto") -> io.NodeOutput:
+        image, latent = solve(model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
+                              vjp, bridge_mode)
+        return io.NodeOutput(image, latent)
+
+
+def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
+          vjp="autograd", bridge_mode="auto"):
+    """The all-in-one path: stock CFGGuider + our SAMPLER + sigmas, as SamplerCustomAdvanced runs them."""
+    ms = model_sampling_of(model)
+    kind = model_kind(ms)
+    if not isinstance(measurement, Measurement):
+        check_measurement(measurement, (1, 1, 1, 1), 8)
+    if preset_name != "custom":
+        p = preset(preset_name, kind, measurement.operator, measurement.sigma_y)
+        steps, w, lam, start = p["steps"], p["w"], p["lam"], p["start"]
+    sigmas = inverse_sigmas(ms, steps, start)
+    sampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode)
+    base = model.model
+    down = VaeBridge(vae, base.latent_format).downscale
+    b, _, h, wd = measurement.image_shape
+    check_measurement(measurement, (b, base.latent_format.latent_channels, h // down, wd // down), down)
+    latent = torch.zeros(b, base.latent_format.latent_channels, h // down, wd // down)
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    x0_output = {}
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
+    noise = torch.zeros_like(latent)  # the sampler draws its own seeded start (extra_args["seed"])
+    samples = guider.sample(noise, latent, sampler, sigmas, callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    samples = samples.to(comfy.model_management.intermediate_device())
+    image = vae.decode(samples)
+    if image.ndim == 5:
+        image = image.reshape(-1, *image.shape[-3:])
+    return image, {"samples": samples}
+
+
+NODES = [SamplerConjugatePiGDM, SamplerConjugatePiGFM, InverseSigmas, InverseInitLatent, InverseSolveConjugate]
