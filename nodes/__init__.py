@@ -5,9 +5,9 @@ Each node module exposes `NODES`, a list of io.ComfyNode classes; add new module
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import conjugate_nodes, metric_nodes, operator_nodes
+from . import conjugate_nodes, metric_nodes, operator_nodes, treg_nodes
 
-_MODULES = (operator_nodes, metric_nodes, conjugate_nodes)
+_MODULES = (operator_nodes, metric_nodes, treg_nodes, conjugate_nodes)
 
 
 class InverseExtension(ComfyExtension):

@@ -1,0 +1,175 @@
+"""SamplerTReg (a stock SAMPLER for SamplerCustomAdvanced) and the all-in-one TReg Solve node."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+import torch
+from comfy_api.latest import io
+
+from ..samplers.treg import PAPER_DEFAULTS, run_treg_ksampler
+from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
+from .treg_common import check_measurement_image, signed_measurement
+from .treg_guider import CATEGORY, build_treg_guider, guider_inputs, null_prediction
+from .types import MeasurementType
+from ..samplers.treg_variants import flow_model_refusal
+
+log = logging.getLogger("comfyui-inverse")
+
+
+def _interrupted() -> bool:
+    check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
+    return False
+
+
+def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, measurement, vae,
+                          dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale):
+    """KSAMPLER body: builds decode/encode/y from the model being sampled and runs the TReg core."""
+    extra_args = dict(extra_args or {})
+    guider = model.inner_model
+    base = guider.inner_model
+    kind = model_kind(base.model_sampling)
+    if kind != "vp":
+        raise ValueError(flow_model_refusal(type(base.model_config).__name__, "SamplerTReg"))
+    if extra_args.get("denoise_mask") is not None:
+        log.warning("SamplerTReg ignores the latent's noise_mask: inpainting is a measurement (Inpainting Operator) here.")
+        extra_args["denoise_mask"] = None
+    bridge = VaeBridge(vae, base.latent_format)
+    y = signed_measurement(measurement, x.shape, bridge.downscale, x.device)
+    comfy.model_management.load_models_gpu([guider.model_patcher, vae.patcher])
+    bridge.load()
+    dps_denoise = None
+    if use_dps:
+        make_differentiable(base.diffusion_model)
+
+        def dps_denoise(x_in, sigma_b, null_embedding):
+            return null_prediction(guider, x_in, sigma_b, extra_args.get("model_options", {}))
+
+    return run_treg_ksampler(
+        model, x, sigmas, extra_args, callback, disable,
+        operator=measurement.operator, y=y, decode=bridge.decode, encode=bridge.encode,
+        negation=getattr(guider, "treg_negation", None), should_stop=_interrupted, prediction=kind,
+        dc_every=dc_every, dc_until=dc_until, cg_iters=cg_iters, cg_lambda=cg_lambda,
+        use_dps=use_dps, dps_scale=(dps_scale if dps_scale > 0 else None), dps_denoise=dps_denoise,
+    )
+
+
+def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale=0.0):
+    if vae is None:
+        raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
+    check_measurement_image(measurement, 8 if not isinstance(getattr(vae, "downscale_ratio", 8), int) else vae.downscale_ratio)
+    options = dict(measurement=measurement, vae=vae, dc_every=int(dc_every), dc_until=float(dc_until),
+                   cg_iters=int(cg_iters), cg_lambda=float(cg_lambda), use_dps=bool(use_dps), dps_scale=float(dps_scale))
+    return comfy.samplers.KSAMPLER(treg_sampler_function, extra_options=options)
+
+
+def sampler_inputs() -> list:
+    return [
+        MeasurementType.Input("measurement"),
+        io.Vae.Input("vae", tooltip="The model's VAE: data consistency runs on decoded pixels and re-encodes."),
+        io.Int.Input("dc_every", default=PAPER_DEFAULTS["dc_every"], min=1, max=100,
+                     tooltip="Data consistency (and AN) on every k-th step."),
+        io.Float.Input("dc_until", default=PAPER_DEFAULTS["dc_until"], min=0.0, max=1.0, step=0.01,
+                       tooltip="Fraction of the steps with data consistency; the last ones only denoise (paper: 170/200)."),
+        io.Int.Input("cg_iters", default=PAPER_DEFAULTS["cg_iters"], min=0, max=100,
+                     tooltip="Conjugate-gradient iterations per DC step; few on purpose (early stopping regularises deblurring)."),
+        io.Float.Input("cg_lambda", default=PAPER_DEFAULTS["cg_lambda"], min=0.0, max=10.0, step=1e-5, round=1e-6,
+                       tooltip="λ in (AᵀA + λI)x = Aᵀy + λx̂0: how strongly DC keeps the model's estimate."),
+        io.Boolean.Input("use_dps", default=False,
+                         tooltip="Gradient (DPS) steps on the non-DC steps, through the VAE decoder and UNet: slower, more memory; can reduce artifacts."),
+    ]
+
+
+class SamplerTRegNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InverseSamplerTReg",
+            display_name="TReg Sampler",
+            category=CATEGORY,
+            description=(
+                "TReg's loop (DDIM with pixel-space data consistency: decode → CG → encode → blend → re-noise) as a "
+                "SAMPLER for SamplerCustomAdvanced. Pair with the TReg Guider for adaptive negation; use stock sigmas "
+                "(ddim_uniform matches the paper) and noise. VP models (SD1.5/SD2/SDXL) only."
+            ),
+            inputs=[*sampler_inputs(),
+                    io.Float.Input("dps_scale", default=0.0, min=0.0, max=100.0, step=0.01,
+                                   tooltip="DPS step size; 0 = √ᾱ of the next step, as the reference.")],
+            outputs=[io.Sampler.Output(display_name="sampler")],
+        )
+
+    @classmethod
+    def execute(cls, measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale) -> io.NodeOutput:
+        return io.NodeOutput(make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale))
+
+
+def run_guided(model, guider, sampler, sigmas, latent: dict, seed: int) -> torch.Tensor:
+    """What SamplerCustomAdvanced + RandomNoise do, so the all-in-one node matches the modular graph."""
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
+    callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, {})
+    samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=None, callback=callback,
+                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    return samples.to(comfy.model_management.intermediate_device())
+
+
+class TRegSolveNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="InverseTRegSolve",
+            display_name="TReg Solve",
+            category=CATEGORY,
+            description=(
+                "All-in-one TReg: restores the image behind the measurement with data consistency, the prompt and "
+                "adaptive negation. Same code as TReg Guider + TReg Sampler + SamplerCustomAdvanced (same seed, same "
+                "pixels). Paper settings: 200 steps, cfg 5, null prompt \"out of focus, depth of field\"."
+            ),
+            inputs=[
+                io.Model.Input("model"),
+                *sampler_inputs()[:2],
+                *guider_inputs()[:2],
+                io.Int.Input("steps", default=100, min=1, max=1000, tooltip="Sampling steps (the paper uses 200)."),
+                io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="ddim_uniform",
+                               tooltip="ddim_uniform reproduces the paper's DDIM timesteps."),
+                *guider_inputs()[2:-1],
+                *sampler_inputs()[2:],
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+                guider_inputs()[-1],
+            ],
+            outputs=[
+                io.Image.Output(display_name="image"),
+                io.Latent.Output(display_name="latent"),
+                io.Conditioning.Output(display_name="null_embedding",
+                                       tooltip="The null prompt after adaptive negation (one per image), to inspect or reuse."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, measurement, vae, positive, negative, steps, scheduler, cfg, an_steps, an_lr, an_method,
+                dc_every, dc_until, cg_iters, cg_lambda, use_dps, seed, clip_vision=None) -> io.NodeOutput:
+        guider = build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_lr, an_method)
+        sampler = make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps)
+        batch, _, height, width = (int(v) for v in measurement.image_shape)
+        factor = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
+        channels = model.model.latent_format.latent_channels
+        latent = {"samples": torch.zeros([batch, channels, height // factor, width // factor],
+                                         device=comfy.model_management.intermediate_device())}
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+        samples = run_guided(model, guider, sampler, sigmas, latent, seed)
+        images = vae.decode(samples)
+        if images.dim() == 5:
+            images = images.reshape(-1, *images.shape[-3:])
+        null = negative
+        if guider.treg_negation is not None:
+            embedding = guider.treg_negation.embedding.to(comfy.model_management.intermediate_device())
+            null = [[embedding, dict(negative[0][1])]]
+        return io.NodeOutput(images, {"samples": samples}, null)
+
+
+NODES = [SamplerTRegNode, TRegSolveNode]
