@@ -1,0 +1,208 @@
+"""C-ΠGDM / C-ΠGFM nodes through the real ComfyUI server on tiny random-weight models.
+
+Graphs use stock loaders → our operator/measurement nodes → InverseSigmas + SamplerConjugate* →
+stock SamplerCustomAdvanced (CFGGuider, RandomNoise) → VAEDecode → SaveImage.
+SDXL is not wired here: no tiny CLIP-G exists to make its 2048-wide conditioning with stock
+nodes (benchmarks/comfy_overhead.py runs the SDXL UNet in-process with synthetic conds).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from comfy_client import PromptExecutionError, PromptValidationError
+
+pytestmark = pytest.mark.host
+
+SIZE = 64  # pixels; latent 8×8
+
+
+def smooth_image(seed: int, size: int = SIZE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + c / 3)) * np.cos(
+        2 * np.pi * yy * rng.uniform(0.5, 2)) for c in range(3)], axis=-1)
+    return np.clip(image, 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def photo(comfy):
+    return comfy.upload_image(smooth_image(0), name="conjugate_photo.png")
+
+
+@pytest.fixture(scope="module")
+def photo2(comfy):
+    return comfy.upload_image(smooth_image(1), name="conjugate_photo2.png")
+
+
+FAMILIES = {
+    # family: (loader nodes, model ref, clip ref, vae ref, sampler node, empty-latent class, cfg)
+    "sd15": "vp", "sd3": "flow", "flux": "flow",
+}
+
+
+def loaders(tiny_models, family: str) -> tuple[dict, list, list, list]:
+    if family == "sd15":
+        nodes = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}}}
+        return nodes, ["ckpt", 0], ["ckpt", 1], ["ckpt", 2]
+    unet, vae = {"sd3": ("sd3_unet", "sd3_vae"), "flux": ("flux_unet", "flux_vae")}[family]
+    nodes = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models[unet], "weight_dtype": "default"}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": tiny_models["clip_l"], "type": "sd3"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models[vae]}},
+    }
+    return nodes, ["unet", 0], ["clip", 0], ["vae", 0]
+
+
+def measurement_nodes(photo: str, size: int | None = None, batch_photo: str | None = None) -> dict:
+    nodes = {
+        "load": {"class_type": "LoadImage", "inputs": {"image": photo}},
+        "op": {"class_type": "InverseSuperResolution", "inputs": {"factor": 4, "kernel": "bicubic"}},
+        "meas": {"class_type": "InverseDegradeImage",
+                 "inputs": {"image": ["load", 0], "operator": ["op", 0], "sigma_y": 0.0, "seed": 0}},
+    }
+    if size is not None:  # crop to a size the test wants (e.g. not a multiple of 8)
+        nodes["crop"] = {"class_type": "ImageCrop", "inputs": {"image": ["load", 0], "width": size, "height": size,
+                                                               "x": 0, "y": 0}}
+        nodes["meas"]["inputs"]["image"] = ["crop", 0]
+    if batch_photo is not None:
+        nodes["load2"] = {"class_type": "LoadImage", "inputs": {"image": batch_photo}}
+        nodes["batch"] = {"class_type": "ImageBatch", "inputs": {"image1": ["load", 0], "image2": ["load2", 0]}}
+        nodes["meas"]["inputs"]["image"] = ["batch", 0]
+    return nodes
+
+
+def modular_prompt(tiny_models, family, photo, *, vjp="autograd", bridge="latent_surrogate", steps=2, seed=3,
+                   cfg=1.5, latent_size=SIZE, batch=1, batch_photo=None, measurement_size=None, w=None, lam=None,
+                   start=0.4) -> dict:
+    nodes, model, clip, vae = loaders(tiny_models, family)
+    kind = FAMILIES[family]
+    sampler_class = "SamplerConjugatePiGDM" if kind == "vp" else "SamplerConjugatePiGFM"
+    w = (15.0 if kind == "vp" else 20.0) if w is None else w
+    lam = (0.0 if kind == "vp" else 0.2) if lam is None else lam
+    nodes.update(measurement_nodes(photo, measurement_size, batch_photo))
+    nodes.update({
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": clip}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": model, "positive": ["pos", 0],
+                                                         "negative": ["neg", 0], "cfg": cfg}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
+        "sigmas": {"class_type": "InverseSigmas", "inputs": {"model": model, "steps": steps, "start": start}},
+        "sampler": {"class_type": sampler_class, "inputs": {
+            "measurement": ["meas", 0], "vae": vae, "w": w, "lam": lam, "vjp": vjp, "bridge_mode": bridge}},
+        "empty": {"class_type": "EmptyLatentImage" if kind == "vp" else "EmptySD3LatentImage",
+                  "inputs": {"width": latent_size, "height": latent_size, "batch_size": batch}},
+        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+            "latent_image": ["empty", 0]}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
+        "img": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": f"cpgdm_{family}"}},
+        "lat": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
+                                                       "filename_prefix": f"cpgdm_{family}_latent"}},
+    })
+    return nodes
+
+
+def all_in_one_prompt(tiny_models, family, photo, *, vjp, steps, seed, cfg, w, lam, start) -> dict:
+    nodes, model, clip, vae = loaders(tiny_models, family)
+    nodes.update(measurement_nodes(photo))
+    nodes.update({
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": clip}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        "solve": {"class_type": "InverseSolveConjugate", "inputs": {
+            "model": model, "vae": vae, "positive": ["pos", 0], "negative": ["neg", 0], "measurement": ["meas", 0],
+            "preset": "custom", "steps": steps, "cfg": cfg, "w": w, "lam": lam, "start": start, "seed": seed,
+            "vjp": vjp, "bridge_mode": "latent_surrogate"}},
+        "img": {"class_type": "SaveImage", "inputs": {"images": ["solve", 0], "filename_prefix": "cpgdm_aio"}},
+        "lat": {"class_type": "SaveLatent", "inputs": {"samples": ["solve", 1], "filename_prefix": "cpgdm_aio_latent"}},
+    })
+    return nodes
+
+
+def check_restored(comfy, history, channels, batch=1):
+    images = comfy.images(history, "img")
+    assert len(images) == batch
+    for image in images:
+        assert image.shape == (SIZE, SIZE, 3)  # the operator's full size, not the 16×16 measurement
+        assert np.isfinite(image).all() and image.std() > 0
+    (latent,) = comfy.latents(history, "lat")
+    assert latent.shape == (batch, channels, SIZE // 8, SIZE // 8)
+    assert np.isfinite(latent).all()
+    return images, latent
+
+
+@pytest.mark.parametrize("family,channels,vjp", [("sd15", 4, "autograd"), ("sd3", 16, "autograd"),
+                                                 ("flux", 16, "autograd")])
+def test_modular_graph_restores_full_size_image(comfy, tiny_models, photo, family, channels, vjp):
+    prompt = modular_prompt(tiny_models, family, photo, vjp=vjp, cfg=1.0 if family == "flux" else 1.5)
+    check_restored(comfy, comfy.run(prompt, timeout=300), channels)
+    if family == "flux":  # Flux's in-place residual adds break backprop: automatic fallback, logged
+        assert "using the finite-difference Jacobian instead" in comfy.log_text()
+
+
+def test_pixel_bridge_mode_runs_and_differs_from_latent_surrogate(comfy, tiny_models, photo):
+    runs = {}
+    for bridge in ("latent_surrogate", "pixel_bridge"):
+        prompt = modular_prompt(tiny_models, "sd3", photo, vjp="autograd", bridge=bridge, seed=5)
+        _, runs[bridge] = check_restored(comfy, comfy.run(prompt), 16)
+    # the bridge changes only the Jacobian term's residual, so results differ but stay close in scale
+    assert not np.allclose(runs["latent_surrogate"], runs["pixel_bridge"], atol=1e-6)
+
+
+def test_all_in_one_node_matches_modular_graph(comfy, tiny_models, photo):
+    settings = {"vjp": "autograd", "steps": 2, "seed": 11, "cfg": 1.5, "w": 15.0, "lam": 0.0, "start": 0.4}
+    modular = modular_prompt(tiny_models, "sd15", photo, **settings)
+    one = all_in_one_prompt(tiny_models, "sd15", photo, **settings)
+    images_a, latent_a = check_restored(comfy, comfy.run(modular), 4)
+    images_b, latent_b = check_restored(comfy, comfy.run(one), 4)
+    # Same code path and seed: equal up to float32 reduction-order noise (latents ~1, 1e-4 abs).
+    np.testing.assert_allclose(latent_b, latent_a, atol=1e-4, rtol=0)
+    assert np.abs(images_b[0] - images_a[0]).max() <= 1.0 / 255 + 1e-6  # 8-bit PNG rounding
+
+
+def test_batch_with_per_item_measurements(comfy, tiny_models, photo, photo2):
+    prompt = modular_prompt(tiny_models, "sd3", photo, vjp="none", batch=2, batch_photo=photo2)
+    images, _ = check_restored(comfy, comfy.run(prompt), 16, batch=2)
+    assert np.abs(images[0] - images[1]).mean() > 1e-3  # each item follows its own measurement
+
+
+def expect_execution_error(comfy, prompt, *needles):
+    with pytest.raises(PromptExecutionError) as info:
+        comfy.run(prompt)
+    message = info.value.exception_message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_bad_wiring_reports_the_input_and_server_keeps_serving(comfy, tiny_models, photo):
+    # latent of a different size than the measurement's image
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none", latent_size=32)
+    expect_execution_error(comfy, prompt, "latent_image", "Empty Latent Image of width 64")
+    # measurement whose image is not a multiple of 8 (60×60 → SR×4 of 60 is 15)
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none", measurement_size=60, latent_size=56)
+    expect_execution_error(comfy, prompt, "measurement", "multiples of 8")
+    # unsupported parameterisation (x0 prediction via the stock ModelSamplingDiscrete node)
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none")
+    prompt["x0"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "x0",
+                                                                       "zsnr": False}}
+    prompt["guider"]["inputs"]["model"] = ["x0", 0]
+    prompt["sigmas"]["inputs"]["model"] = ["x0", 0]
+    expect_execution_error(comfy, prompt, "model: unsupported model type")
+    # wrong method for the family
+    prompt = modular_prompt(tiny_models, "sd3", photo, vjp="none")
+    prompt["sampler"]["class_type"] = "SamplerConjugatePiGDM"
+    expect_execution_error(comfy, prompt, "SamplerConjugatePiGFM")
+    # VAE of another family (4-channel TAESD for a 16-channel model)
+    prompt = modular_prompt(tiny_models, "sd3", photo, vjp="none")
+    prompt["vae"]["inputs"]["vae_name"] = tiny_models["sd15_vae"]
+    expect_execution_error(comfy, prompt, "vae:", "16")
+    # VAE missing: refused at validation, naming the input
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none")
+    del prompt["sampler"]["inputs"]["vae"]
+    with pytest.raises(PromptValidationError) as info:
+        comfy.queue(prompt)
+    assert "vae" in str(info.value)
+    # and the server still serves
+    check_restored(comfy, comfy.run(modular_prompt(tiny_models, "sd15", photo, vjp="none")), 4)
