@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Install (scripts/setup.sh), run one workflow headless as a smoke check when the pack's runner
+# is there, then start ComfyUI in the foreground with this pack loaded.
+#
+#   PORT=8188                 port for the UI (http://127.0.0.1:$PORT)
+#   WORKFLOW=path.json        workflow for the headless run (default: the first workflows/*.json;
+#                             none: skip). Its outputs go to $INVERSE_HOME/base/output/headless.
+#   INVERSE_HOME=...          where setup.sh put the venv and ComfyUI (default ~/.cache/comfyui-inverse)
+#   COMFYUI_PATH=...          use your own ComfyUI tree instead
+# Extra arguments go to ComfyUI's main.py.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+INVERSE_HOME="${INVERSE_HOME:-$HOME/.cache/comfyui-inverse}"
+export INVERSE_HOME
+PORT="${PORT:-8188}"
+
+bash "$REPO/scripts/setup.sh"
+
+PY="$INVERSE_HOME/venv/bin/python"
+COMFY="${COMFYUI_PATH:-$INVERSE_HOME/ComfyUI}"
+BASE="$INVERSE_HOME/base"
+mkdir -p "$BASE"/{custom_nodes,input,output} \
+    "$BASE"/models/{checkpoints,vae,vae_approx,clip,clip_vision,diffusion_models,loras,text_encoders}
+if [[ ! -e "$BASE/custom_nodes/comfyui-inverse" ]]; then
+    ln -s "$REPO" "$BASE/custom_nodes/comfyui-inverse"
+fi
+
+# CPU-only torch: --cpu is mandatory, and fp32 text encoders (CPU fp16 matmuls are very slow).
+DEVICE_ARGS=()
+if [[ "$("$PY" -c 'import torch; print(int(torch.cuda.is_available()))' 2>/dev/null)" != 1 ]]; then
+    DEVICE_ARGS=(--cpu --fp32-text-enc)
+    echo "== no CUDA device: running ComfyUI on the CPU"
+fi
+
+if [[ -f "$REPO/__main__.py" ]]; then
+    workflow="${WORKFLOW-}"
+    if [[ -z "${WORKFLOW+set}" ]]; then
+        workflow="$(find "$REPO/workflows" -maxdepth 1 -name '*.json' ! -name '*.api.json' 2>/dev/null \
+                    | sort | head -n 1)"
+    fi
+    if [[ -n "$workflow" ]]; then
+        echo "== headless run of $workflow (python -m comfyui_inverse run)"
+        if ! "$PY" -m comfyui_inverse run "$workflow" --base-dir "$BASE" \
+                --out "$BASE/output/headless"; then
+            echo "== the headless run failed (see above); starting the UI anyway" >&2
+        fi
+    fi
+fi
+
+echo "== ComfyUI on http://127.0.0.1:$PORT (base directory $BASE; Ctrl-C stops it)"
+cd "$COMFY"
+exec "$PY" main.py "${DEVICE_ARGS[@]}" --listen 127.0.0.1 --port "$PORT" \
+    --base-directory "$BASE" --database-url sqlite:///:memory: "$@"
