@@ -8,6 +8,11 @@ INVERSE_HOME="${INVERSE_HOME:-$HOME/.cache/comfyui-inverse}"
 export INVERSE_HOME
 
 bash "$REPO/scripts/setup.sh"
+# The browser test (tests/host/test_browser.py) needs Chromium; it skips without it.
+if [[ -f "$REPO/scripts/install_browser.sh" ]]; then
+    bash "$REPO/scripts/install_browser.sh" \
+        || echo "scripts/test.sh: install_browser.sh failed; the browser test will skip." >&2
+fi
 
 cd "$REPO"
 [[ $# -gt 0 ]] || set -- tests

@@ -31,6 +31,7 @@ class HostComfy:
     def __init__(self, server: ComfyServer):
         self.server = server
         self.http: ComfyClient = server.client
+        self.tiny_build = None  # a tiny_models.Job started with the server (conftest)
 
     # -- where things are --------------------------------------------------------------------
     @property

@@ -53,20 +53,29 @@ def frontend_args(base: Path) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory):
+def comfy(request, tmp_path_factory):
     root = comfy_root_or_fail()
     base = tmp_path_factory.mktemp("comfy_base")
     for sub in ["custom_nodes", "input", "output"] + [f"models/{m}" for m in MODEL_FOLDERS]:
         (base / sub).mkdir(parents=True, exist_ok=True)
+    # When the session will need the tiny models, build them while the server starts (two
+    # mostly single-threaded start-ups on two cores).
+    build = None
+    if any("tiny_models" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        build = tiny_models_module.Job("build", base / "models", root)
     server = ComfyServer(
         comfy_root=root, base_dir=base, log_path=base / "comfyui.log", cpu=True,
         extra_args=["--fp32-text-enc", *frontend_args(base)],
         startup_timeout=STARTUP_TIMEOUT, require_pack=True, quiet=True,
     )
-    server.start()  # raises ComfyStartError with the log tail / the pack's import error
     try:
-        yield HostComfy(server)
+        server.start()  # raises ComfyStartError with the log tail / the pack's import error
+        host = HostComfy(server)
+        host.tiny_build = build
+        yield host
     finally:
+        if build is not None:
+            build.cancel()
         server.stop()
 
 
@@ -78,8 +87,9 @@ class TinyModels(dict):
 
 @pytest.fixture(scope="session")
 def tiny_models(comfy):
-    built = tiny_models_module.build_all(comfy.models_dir, comfy.server.comfy_root)
-    models = TinyModels(built)
+    job = getattr(comfy, "tiny_build", None) or tiny_models_module.Job(
+        "build", comfy.models_dir, comfy.server.comfy_root)
+    models = TinyModels(job.result())
     models.stats = models.pop("_stats")
     try:
         yield models

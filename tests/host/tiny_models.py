@@ -71,16 +71,38 @@ def default_comfy_root() -> Path:
     return Path(home) / "ComfyUI"
 
 
-def _run(command: str, comfy_root, models_dir, only=None, timeout=600) -> dict:
-    args = [sys.executable, str(Path(__file__).resolve()), command,
-            "--comfy", str(comfy_root or default_comfy_root()), "--models", str(models_dir)]
-    if only:
-        args += ["--only", ",".join(only)]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"tiny_models {command} failed (exit {proc.returncode}):\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+class Job:
+    """`python tiny_models.py <command>` running in the background (it imports comfy, which
+    must not happen in the test process). result() waits and returns its JSON answer."""
+
+    def __init__(self, command: str, models_dir, comfy_root=None, only=None):
+        import tempfile
+
+        self.command = command
+        args = [sys.executable, str(Path(__file__).resolve()), command,
+                "--comfy", str(comfy_root or default_comfy_root()), "--models", str(models_dir)]
+        if only:
+            args += ["--only", ",".join(only)]
+        # Files, not pipes: nobody reads while it runs, and ComfyUI logs a lot on stderr.
+        self._out = tempfile.TemporaryFile("w+")
+        self._err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(args, stdout=self._out, stderr=self._err, text=True,
+                                     stdin=subprocess.DEVNULL)
+
+    def result(self, timeout: float = 900) -> dict:
+        code = self.proc.wait(timeout=timeout)
+        self._out.seek(0)
+        self._err.seek(0)
+        out, err = self._out.read(), self._err.read()
+        if code != 0:
+            raise RuntimeError(f"tiny_models {self.command} failed (exit {code}):\n"
+                               f"{out[-3000:]}\n{err[-6000:]}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def cancel(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def build_all(models_dir, comfy_root=None, only=None) -> dict:
@@ -88,14 +110,16 @@ def build_all(models_dir, comfy_root=None, only=None) -> dict:
 
     Returns {name: loader widget value}, e.g. {"sd15_ckpt": "tiny_sd15.safetensors",
     "sd15_vae": "taesd", ...}, plus "_stats": {name: {"bytes", "seconds", "params"}}.
+    `Job("build", ...)` does the same in the background.
     """
-    return _run("build", comfy_root, models_dir, only)
+    return Job("build", models_dir, comfy_root, only).result()
 
 
 def detect_all(models_dir, comfy_root=None, only=None) -> dict:
     """Load each built file with the stock loading functions in a fresh --cpu process and report
-    {name: {"config", "model_type", "sampling", "latent_channels", ...}}."""
-    return _run("detect", comfy_root, models_dir, only)
+    {name: {"config", "model_type", "sampling", "latent_channels", "key_warnings", ...}}, plus
+    "_rebuilt_identical": {name: bool} for a few files rebuilt from scratch."""
+    return Job("detect", models_dir, comfy_root, only).result()
 
 
 # ----------------------------------------------------------------- inside the ComfyUI process
