@@ -275,15 +275,29 @@ class ComfyServer:
                 f"(log: {self.log_path}):\n{error}"
             )
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGINT (ComfyUI logs "Stopped server" and cleans its temp folder at once, but then
+        spends ~12 s in interpreter shutdown), so SIGTERM shortly after, SIGKILL as a last resort."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            try:
-                process.send_signal(signal.SIGINT)
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+            process.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + grace  # SIGINT may be ignored (nohup, bg jobs)
+            stopped_at = None
+            while process.poll() is None and time.monotonic() < deadline:
+                if stopped_at is None and "Stopped server" in self.log_text():
+                    stopped_at = time.monotonic()
+                if stopped_at is not None and time.monotonic() - stopped_at > 1.0:
+                    break
+                time.sleep(0.05)
+            for stop_signal in (signal.SIGTERM, signal.SIGKILL):
+                if process.poll() is not None:
+                    break
+                process.send_signal(stop_signal)
+                try:
+                    process.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    pass
+            process.wait()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
