@@ -1,0 +1,502 @@
+"""Bad input, faults and load through the real ComfyUI server (tiny random checkpoints).
+
+Table-driven: each `Row` is one bad input built from stock nodes plus the pack's nodes, and the
+error the user must see. For every row the prompt must fail (HTTP 400 with node_errors naming the
+input, or an execution_error from the named node), the message must name the input and the fix
+(key words), must be a sentence and not a bare traceback, and the next valid prompt on the same
+server must succeed.
+
+Decisions this suite pins down:
+- Inpainting mask all zeros (nothing missing): valid; H = I, the pseudo-inverse is the image
+  exactly and solvers run.
+- Inpainting mask all ones (nothing observed): allowed (inpaint everything = generation), the
+  pseudo-inverse is black and the server log carries a warning naming the mask and the fix.
+- NaN images: stock nodes can make one (SolidMask accepts the JSON literal NaN, which passes
+  ComfyUI's min/max validation; MaskToImage turns it into an IMAGE). Inf cannot pass any stock
+  widget's max, so it is covered by the same `isfinite` check only in unit tests.
+- A 1-channel IMAGE cannot be made with stock nodes (LoadImage converts to RGB); the
+  wrong-channel-count row uses a 4-channel RGBA image from JoinImageWithAlpha instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import psutil
+import pytest
+
+from comfy_client import PromptExecutionError, PromptValidationError
+
+pytestmark = pytest.mark.host
+
+SIZE = 64  # pixels: 8×8 latents keep the tiny UNet cheap
+TIMEOUT = 240.0
+
+
+# ------------------------------------------------------------------------------ graph pieces
+
+def empty_image(width=SIZE, height=SIZE, batch=1, color=0x6080A0):
+    return {"class_type": "EmptyImage",
+            "inputs": {"width": width, "height": height, "batch_size": batch, "color": color}}
+
+
+def sr_operator(factor=2):
+    return {"class_type": "InverseSuperResolution", "inputs": {"factor": factor, "kernel": "bicubic"}}
+
+
+def inpainting_operator(mask_ref, resize=False):
+    return {"class_type": "InverseInpainting",
+            "inputs": {"mask": mask_ref, "threshold": 0.5, "dilate": 0, "resize_mask_to_image": resize}}
+
+
+def solid_mask(value, width=SIZE, height=SIZE):
+    return {"class_type": "SolidMask", "inputs": {"value": value, "width": width, "height": height}}
+
+
+def degrade(image_ref=("img", 0), operator_ref=("op", 0), sigma_y=0.0, seed=0):
+    return {"class_type": "InverseDegradeImage",
+            "inputs": {"image": list(image_ref), "operator": list(operator_ref), "sigma_y": sigma_y,
+                       "seed": seed}}
+
+
+def degrade_graph(width=SIZE, height=SIZE, factor=2, sigma_y=0.0, seed=0) -> dict:
+    """EmptyImage -> Degrade (super-resolution) -> preview of the pseudo-inverse."""
+    return {"img": empty_image(width, height), "op": sr_operator(factor),
+            "deg": degrade(sigma_y=sigma_y, seed=seed),
+            "show": {"class_type": "PreviewImage", "inputs": {"images": ["deg", 2]}}}
+
+
+def models(tiny, vae="sd15_vae") -> dict:
+    """Tiny SD1.5 checkpoint (UNet + CLIP), the fast TAESD VAE of a family, prompt + null prompt."""
+    return {"ck": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny["sd15_ckpt"]}},
+            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny[vae]}},
+            "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": ["ck", 1]}},
+            "neg": {"class_type": "CLIPTextEncode",
+                    "inputs": {"text": "out of focus, depth of field", "clip": ["ck", 1]}}}
+
+
+def treg_solve(steps=2, seed=0, measurement=("deg", 0), model=("ck", 0), vae=("vae", 0)):
+    return {"class_type": "InverseTRegSolve", "inputs": {
+        "model": list(model), "measurement": list(measurement), "vae": list(vae),
+        "positive": ["pos", 0], "negative": ["neg", 0], "steps": steps, "scheduler": "ddim_uniform",
+        "cfg": 5.0, "an_steps": 0, "an_lr": 0.0, "an_method": "adam", "dc_every": 1, "dc_until": 0.85,
+        "cg_iters": 5, "cg_lambda": 1e-4, "use_dps": False, "seed": seed}}
+
+
+def conjugate_solve(steps=2, seed=0, start=0.4, measurement=("deg", 0), model=("ck", 0), vae=("vae", 0),
+                    vjp="none"):
+    return {"class_type": "InverseSolveConjugate", "inputs": {
+        "model": list(model), "vae": list(vae), "positive": ["pos", 0], "negative": ["neg", 0],
+        "measurement": list(measurement), "preset": "custom", "steps": steps, "cfg": 1.0, "w": 15.0,
+        "lam": 0.0, "start": start, "seed": seed, "vjp": vjp}}
+
+
+def solver_graph(tiny, solver="treg", vae="sd15_vae", steps=2, seed=0, prefix="reliability", **kw) -> dict:
+    graph = {**models(tiny, vae), **degrade_graph()}
+    del graph["show"]
+    make = treg_solve if solver == "treg" else conjugate_solve
+    graph["solve"] = make(steps=steps, seed=seed, **kw)
+    graph["save"] = {"class_type": "SaveImage", "inputs": {"images": ["solve", 0], "filename_prefix": prefix}}
+    return graph
+
+
+def treg_modular_graph(tiny, latent_batch=3, measurement_batch=2, steps=2) -> dict:
+    """TReg Guider + TReg Sampler + stock sigmas/noise/SamplerCustomAdvanced."""
+    graph = {**models(tiny), **degrade_graph()}
+    del graph["show"]
+    graph["batch"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["img", 0], "amount": measurement_batch}}
+    graph["deg"]["inputs"]["image"] = ["batch", 0]
+    graph.update({
+        "guider": {"class_type": "InverseTRegGuider", "inputs": {
+            "model": ["ck", 0], "positive": ["pos", 0], "negative": ["neg", 0], "cfg": 5.0,
+            "an_steps": 0, "an_lr": 0.0, "an_method": "adam"}},
+        "sampler": {"class_type": "InverseSamplerTReg", "inputs": {
+            "measurement": ["deg", 0], "vae": ["vae", 0], "dc_every": 1, "dc_until": 0.85, "cg_iters": 5,
+            "cg_lambda": 1e-4, "use_dps": False, "dps_scale": 0.0}},
+        "sigmas": {"class_type": "BasicScheduler", "inputs": {
+            "model": ["ck", 0], "scheduler": "ddim_uniform", "steps": steps, "denoise": 1.0}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}},
+        "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE,
+                                                                 "batch_size": latent_batch}},
+        "run": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0],
+            "sigmas": ["sigmas", 0], "latent_image": ["latent", 0]}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["run", 0], "vae": ["vae", 0]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "modular"}},
+    })
+    return graph
+
+
+def with_nan_image(graph: dict) -> dict:
+    """Feed the Degrade node a NaN image: SolidMask(NaN) -> MaskToImage (all stock)."""
+    graph["nanmask"] = solid_mask(float("nan"))
+    graph["nanimg"] = {"class_type": "MaskToImage", "inputs": {"mask": ["nanmask", 0]}}
+    graph["deg"]["inputs"]["image"] = ["nanimg", 0]
+    return graph
+
+
+def with_mask(graph: dict, value=1.0, width=SIZE, height=SIZE) -> dict:
+    graph["mask"] = solid_mask(value, width, height)
+    graph["op"] = inpainting_operator(["mask", 0])
+    return graph
+
+
+def metric_graph(node, image, reference) -> dict:
+    return {"a": image, "b": reference,
+            "m": {"class_type": node, "inputs": {"image": ["a", 0], "reference": ["b", 0]}}}
+
+
+def large_request_graph(tiny, solver, side=8192, factor=8) -> dict:
+    """An 8k×8k restoration: a 1k photo measured through ×8 super-resolution."""
+    graph = solver_graph(tiny, solver)
+    graph["img"] = empty_image(side // factor, side // factor)
+    graph["op"] = sr_operator(factor)
+    graph["deg"] = {"class_type": "InverseMeasurementFromImage",
+                    "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": 0.01}}
+    return graph
+
+
+def modify(build: Callable[[dict], dict], **changes) -> Callable[[dict], dict]:
+    """build, then set inputs: changes = {"node.input": value}."""
+    def make(tiny):
+        graph = build(tiny)
+        for key, value in changes.items():
+            node, name = key.split(".")
+            graph[node]["inputs"][name] = value
+        return graph
+    return make
+
+
+def rgba_measurement(tiny, solver="treg"):
+    graph = solver_graph(tiny, solver)
+    graph["alpha"] = solid_mask(1.0)
+    graph["rgba"] = {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["img", 0], "alpha": ["alpha", 0]}}
+    graph["deg"]["inputs"]["image"] = ["rgba", 0]
+    return graph
+
+
+def mask_batch_graph(image_batch, mask_batch) -> dict:
+    graph = with_mask(degrade_graph(), 1.0)
+    graph["img"] = empty_image(batch=image_batch)
+    graph["mask_img"] = {"class_type": "MaskToImage", "inputs": {"mask": ["mask", 0]}}
+    graph["mask_imgs"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["mask_img", 0],
+                                                                      "amount": mask_batch}}
+    graph["masks"] = {"class_type": "ImageToMask", "inputs": {"image": ["mask_imgs", 0], "channel": "red"}}
+    graph["op"] = inpainting_operator(["masks", 0])
+    return graph
+
+
+def flow_conjugate(tiny):
+    """The tiny SD3 (rectified flow) UNet with its VAE family in the all-in-one conjugate solver."""
+    graph = flow_model(tiny, "conjugate")
+    graph["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": tiny["sd3_vae"]}}
+    return graph
+
+
+def x0_model(tiny, solver):
+    graph = solver_graph(tiny, solver)
+    graph["x0"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ck", 0], "sampling": "x0",
+                                                                     "zsnr": False}}
+    graph["solve"]["inputs"]["model"] = ["x0", 0]
+    return graph
+
+
+def flow_model(tiny, solver):
+    graph = solver_graph(tiny, solver)
+    graph["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": tiny["sd3_unet"],
+                                                            "weight_dtype": "default"}}
+    graph["solve"]["inputs"]["model"] = ["unet", 0]
+    return graph
+
+
+# ------------------------------------------------------------------------------------ rows
+
+@dataclass
+class Row:
+    id: str
+    build: Callable[[dict], dict]      # tiny_models -> API prompt
+    node: str                          # class_type that must report the error
+    words: tuple                       # each item: a word, or a tuple of alternatives (case-insensitive)
+    status: str = "execution"          # "execution" (execution_error) or "validation" (HTTP 400)
+    input_name: str | None = None      # for validation rows: the input node_errors must name
+    followup: str = "degrade"          # the valid prompt that must then succeed: "degrade" or a solver
+    marks: tuple = field(default_factory=tuple)
+
+
+CONJUGATE_PENDING = ()  # C-ΠGDM nodes landed: rows run as normal tests
+OOM_PENDING = (pytest.mark.xfail(run=False, strict=False, reason=(
+    "waiting for an up-front memory check in the solver nodes (nodes/limits.py check_solver_memory): "
+    "without it an 8k×8k solve runs for hours instead of failing")),)
+
+ROWS = [
+    Row("sr_size_not_divisible", lambda t: degrade_graph(width=30, height=30, factor=4), "InverseDegradeImage",
+        ("image", "divisible by 4", ("crop", "resize"), "28×28")),
+    Row("mask_shape_differs", lambda t: with_mask(degrade_graph(), 1.0, 32, 32), "InverseDegradeImage",
+        ("mask", "32×32", "64×64", "resize_mask_to_image")),
+    Row("mask_batch_differs", lambda t: mask_batch_graph(3, 2), "InverseDegradeImage",
+        ("batch is 3", "mask batch is 2", ("one mask", "3 masks"))),
+    Row("psnr_batch_3_vs_2", lambda t: metric_graph("InversePSNR", empty_image(batch=3), empty_image(batch=2)),
+        "InversePSNR", ("reference", "(2, 3, 64, 64)", "same size and batch")),
+    Row("ssim_size_differs", lambda t: metric_graph("InverseSSIM", empty_image(), empty_image(width=32)),
+        "InverseSSIM", ("reference", "same size", ("resize", "crop"))),
+    Row("consistency_batch_3_vs_measurement_2", lambda t: {
+        **degrade_graph(), "img2": {"class_type": "RepeatImageBatch", "inputs": {"image": ["img", 0], "amount": 2}},
+        "img3": {"class_type": "RepeatImageBatch", "inputs": {"image": ["img", 0], "amount": 3}},
+        "deg": degrade(image_ref=("img2", 0)),
+        "show": {"class_type": "InverseMeasurementConsistency", "inputs": {"image": ["img3", 0],
+                                                                            "measurement": ["deg", 0]}}},
+        "InverseMeasurementConsistency", ("image", "(3, 3, 32, 32)", "(2, 3, 32, 32)", ("same size and batch",))),
+    Row("treg_latent_batch_3_vs_measurement_2", lambda t: treg_modular_graph(t, 3, 2), "SamplerCustomAdvanced",
+        ("latent_image", "batch", "batch_size to 2"), followup="treg"),
+    Row("nan_image", lambda t: with_nan_image(degrade_graph()), "InverseDegradeImage",
+        ("image", "NaN", ("fix the node", "clamp"))),
+    Row("nan_reference_metric", lambda t: {**metric_graph("InversePSNR", empty_image(), empty_image()),
+                                           "nm": solid_mask(float("nan")),
+                                           "b": {"class_type": "MaskToImage", "inputs": {"mask": ["nm", 0]}}},
+        "InversePSNR", ("reference", "NaN")),
+    Row("sigma_y_negative", modify(lambda t: degrade_graph(), **{"deg.sigma_y": -0.1}), "InverseDegradeImage",
+        ("sigma_y", "smaller than min"), status="validation", input_name="sigma_y"),
+    Row("sigma_y_nan", modify(lambda t: degrade_graph(), **{"deg.sigma_y": float("nan")}), "InverseDegradeImage",
+        ("sigma_y", "NaN")),
+    Row("treg_steps_0", modify(lambda t: solver_graph(t, "treg"), **{"solve.steps": 0}), "InverseTRegSolve",
+        ("steps", "smaller than min"), status="validation", input_name="steps"),
+    Row("scheduler_steps_0", modify(lambda t: treg_modular_graph(t, 1, 1), **{"sigmas.steps": 0}), "BasicScheduler",
+        ("steps", "smaller than min"), status="validation", input_name="steps"),
+    Row("conjugate_steps_0", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.steps": 0}),
+        "InverseSolveConjugate", ("steps", "smaller than min"), status="validation", input_name="steps",
+        marks=CONJUGATE_PENDING),
+    Row("conjugate_start_0", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.start": 0.0}),
+        "InverseSolveConjugate", ("start", "smaller than min"), status="validation", input_name="start",
+        marks=CONJUGATE_PENDING),
+    Row("conjugate_start_above_1", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.start": 1.5}),
+        "InverseSolveConjugate", ("start", "bigger than max"), status="validation", input_name="start",
+        marks=CONJUGATE_PENDING),
+    Row("flow_start_1", modify(flow_conjugate, **{"solve.start": 1.0}), "InverseSolveConjugate",
+        ("start", "(0, 1)"), marks=CONJUGATE_PENDING),
+    Row("treg_vae_other_family", lambda t: solver_graph(t, "treg", vae="sd3_vae"), "InverseTRegSolve",
+        ("vae", "16-channel", "expects 4", "same model family")),
+    Row("conjugate_vae_other_family", lambda t: solver_graph(t, "conjugate", vae="sd3_vae"), "InverseSolveConjugate",
+        ("vae", "16-channel", "expects 4", "same model family"), followup="conjugate", marks=CONJUGATE_PENDING),
+    Row("treg_x0_model", lambda t: x0_model(t, "treg"), "InverseTRegSolve",
+        ("model", "unsupported", ("SD1.5", "SDXL"), "SD3")),
+    Row("conjugate_x0_model", lambda t: x0_model(t, "conjugate"), "InverseSolveConjugate",
+        ("model", "unsupported", ("SD1.5", "SDXL"), "SD3"), marks=CONJUGATE_PENDING),
+    Row("treg_flow_model", lambda t: {**flow_model(t, "treg"),
+                                      "vae": {"class_type": "VAELoader", "inputs": {"vae_name": t["sd3_vae"]}}},
+        "InverseTRegSolve", ("model", "SD3", "C-PiGFM")),
+    Row("treg_rgba_image", lambda t: rgba_measurement(t, "treg"), "InverseTRegSolve",
+        ("measurement", "4 channels", ("RGB", "alpha"))),
+    Row("conjugate_rgba_image", lambda t: rgba_measurement(t, "conjugate"), "InverseSolveConjugate",
+        ("measurement", "4 channels", ("RGB", "alpha")), marks=(pytest.mark.xfail(strict=True, reason=(
+            "defect (reported): InverseSolveConjugate has no channel check; torch raises 'expected input[1, 4, 64, 64] "
+            "to have 3 channels' from the VAE encoder")),)),
+    Row("treg_8k_request", lambda t: large_request_graph(t, "treg"), "InverseTRegSolve",
+        ("measurement", "8192×8192", "GB", ("smaller", "tile")), marks=OOM_PENDING),
+    Row("conjugate_8k_request", lambda t: large_request_graph(t, "conjugate"), "InverseSolveConjugate",
+        ("measurement", "8192×8192", "GB", ("smaller", "tile")), marks=OOM_PENDING),
+]
+
+
+def _has(message: str, word) -> bool:
+    alternatives = word if isinstance(word, tuple) else (word,)
+    return any(w.lower() in message.lower() for w in alternatives)
+
+
+def assert_readable(message: str, row: Row) -> None:
+    missing = [w for w in row.words if not _has(message, w)]
+    assert not missing, f"{row.id}: message lacks {missing}:\n{message}"
+    assert not message.lstrip().startswith("Traceback"), f"{row.id}: a bare traceback:\n{message}"
+    assert 'File "' not in message, f"{row.id}: traceback lines in the message:\n{message}"
+    assert len(message) < 700, f"{row.id}: message too long ({len(message)} chars) to read in the UI"
+
+
+def followup_prompt(row: Row, tiny, seed: int) -> tuple[dict, str]:
+    if row.followup in ("treg", "conjugate"):
+        return solver_graph(tiny, row.followup, steps=1, seed=seed, prefix=f"after_{row.id}"), "save"
+    return degrade_graph(sigma_y=0.05, seed=seed), "show"  # a fresh seed: really executes
+
+
+@pytest.fixture(scope="module")
+def server(comfy, tiny_models):
+    return comfy
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=r.marks) for r in ROWS])
+def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, tiny_models, row):
+    prompt = row.build(tiny_models)
+    if row.status == "validation":
+        with pytest.raises(PromptValidationError) as caught:
+            server.queue(prompt)
+        errors = caught.value.node_errors
+        failing = {node: e for node, e in errors.items() if e.get("class_type") == row.node}
+        assert failing, f"{row.id}: expected node_errors for {row.node}, got {errors}"
+        items = [item for e in failing.values() for item in e["errors"]]
+        named = [i for i in items if (i.get("extra_info") or {}).get("input_name") == row.input_name]
+        assert named, f"{row.id}: no error names input {row.input_name!r}: {items}"
+        message = f"{named[0]['message']}: {named[0].get('details', '')}"
+    else:
+        with pytest.raises(PromptExecutionError) as caught:
+            server.run(prompt, timeout=TIMEOUT)
+        error = caught.value
+        assert error.node_type == row.node, f"{row.id}: failed in {error.node_type}, expected {row.node}: {error}"
+        assert error.details.get("exception_type", "").endswith("ValueError"), (
+            f"{row.id}: {error.details.get('exception_type')} instead of a ValueError: {error.exception_message}")
+        message = error.exception_message
+    assert_readable(message, row)
+
+    prompt, out = followup_prompt(row, tiny_models, seed=abs(hash(row.id)) % 10_000)
+    history = server.run(prompt, timeout=TIMEOUT)
+    images = server.images(history, out)
+    assert images and all(np.isfinite(im).all() for im in images)
+
+
+# ----------------------------------------------------------------------- edge masks (valid)
+
+def test_all_zero_mask_is_valid_and_the_pseudo_inverse_is_the_image(server):
+    graph = with_mask(degrade_graph(), 0.0)
+    graph["psnr"] = {"class_type": "InversePSNR", "inputs": {"image": ["deg", 2], "reference": ["img", 0]}}
+    history = server.run(graph, timeout=TIMEOUT)
+    shown = server.images(history, "show")[0]
+    assert shown.shape == (SIZE, SIZE, 3)
+    text = " ".join(str(t) for t in history["outputs"]["psnr"].get("text", []))
+    assert "inf" in text.lower(), f"H⁺y should equal the image exactly (mask all zeros): {text}"
+
+
+def test_all_zero_mask_solver_runs(server, tiny_models):
+    graph = with_mask(solver_graph(tiny_models, "treg", steps=1, prefix="zero_mask"), 0.0)
+    history = server.run(graph, timeout=TIMEOUT)
+    image = server.images(history, "save")[0]
+    assert image.shape == (SIZE, SIZE, 3) and np.isfinite(image).all()
+
+
+def test_all_ones_mask_is_allowed_with_a_warning(server):
+    log_before = len(server.log_text())
+    graph = with_mask(degrade_graph(seed=7), 1.0)
+    history = server.run(graph, timeout=TIMEOUT)
+    assert float(server.images(history, "show")[0].max()) == 0.0  # nothing observed: H⁺y = 0
+    log = server.log_text()[log_before:]
+    assert re.search(r"mask.*every pixel.*missing", log, re.I | re.S), f"no warning in the log:\n{log[-2000:]}"
+    assert "invert" in log.lower(), "the warning should say how to fix an inverted mask"
+
+
+# --------------------------------------------------------------------- cancel, load, restarts
+
+def server_rss(server) -> int:
+    process = psutil.Process(server.server.process.pid)
+    return process.memory_info().rss
+
+
+def run_and_cancel(server, prompt: dict, cancel_after_steps: int = 2, timeout=TIMEOUT):
+    """Queue, wait for `cancel_after_steps` progress events, POST /interrupt.
+    Returns (seconds from interrupt to the prompt's end, mean seconds per step, peak RSS)."""
+    stream = server.http.events().start()
+    peak = server_rss(server)
+    try:
+        prompt_id = server.queue(prompt)
+        steps, stamps = 0, []
+        deadline = time.monotonic() + timeout
+        while steps < cancel_after_steps:
+            assert time.monotonic() < deadline, "no progress events"
+            for event in stream.drain():
+                if event.get("type") == "progress" and (event.get("data") or {}).get("prompt_id") == prompt_id:
+                    steps += 1
+                    stamps.append(time.monotonic())
+            peak = max(peak, server_rss(server))
+            time.sleep(0.02)
+        t_interrupt = time.monotonic()
+        server.interrupt()
+        with pytest.raises(PromptExecutionError) as caught:
+            server.http.wait(prompt_id, timeout=timeout, poll=0.05)
+        latency = time.monotonic() - t_interrupt
+    finally:
+        stream.close()
+    assert caught.value.details.get("exception_type") == "interrupted", caught.value
+    step_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+    return latency, step_time, peak
+
+
+@pytest.mark.parametrize("solver", ["treg", pytest.param("conjugate", marks=CONJUGATE_PENDING)])
+def test_cancel_stops_within_one_step_and_frees_memory(server, tiny_models, solver, record_property):
+    steps = 40
+    warm = solver_graph(tiny_models, solver, steps=1, seed=1, prefix="warm")
+    server.run(warm, timeout=TIMEOUT)  # models loaded: RSS below is the idle level
+    rss_before = server_rss(server)
+    prompt = solver_graph(tiny_models, solver, steps=steps, seed=2, prefix="cancelled")
+    latency, step_time, peak = run_and_cancel(server, prompt)
+    time.sleep(0.5)
+    rss_after = server_rss(server)
+    record_property("cancel_latency_s", round(latency, 3))
+    record_property("step_time_s", round(step_time, 3))
+    record_property("rss_before_mb", rss_before / 2**20)
+    record_property("rss_peak_mb", peak / 2**20)
+    record_property("rss_after_mb", rss_after / 2**20)
+    print(f"\n[{solver}] cancel latency {latency:.2f} s, one step {step_time:.2f} s; RSS before "
+          f"{rss_before / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB, after {rss_after / 2**20:.0f} MB")
+    # Within one step (plus polling slack): the loop checks for Cancel in every step and CG iteration.
+    assert latency < step_time + 1.0, f"cancel took {latency:.2f} s, one step is {step_time:.2f} s"
+    # The run's buffers are released: what stays is allocator slack, bounded by 64 MB at 64×64.
+    assert rss_after - rss_before < 64 * 2**20
+    server.run(solver_graph(tiny_models, solver, steps=1, seed=3, prefix="after_cancel"), timeout=TIMEOUT)
+
+
+def test_twenty_queued_prompts_complete_without_memory_growth(server, tiny_models, record_property):
+    """20 different solves queued at once; RSS after them vs after 3 warm-up solves.
+
+    Bound: 48 MB. One solve at 64×64 allocates < 1 MB of tensors; what the allocator keeps is
+    fragmentation, not a per-prompt leak. A leak of the smallest object a solver keeps (the
+    measurement, ~50 kB, or a cached operator) 20 times would not show, so we also check the
+    trend: the last 10 prompts may not grow RSS more than the first 10 did plus 8 MB."""
+    def prompt(seed):
+        graph = solver_graph(tiny_models, "treg", steps=1, seed=seed, prefix="load")
+        graph["deg"]["inputs"]["seed"] = seed  # a new measurement each time: nothing is cached
+        return graph
+
+    for seed in range(3):
+        server.run(prompt(1000 + seed), timeout=TIMEOUT)
+    rss_warm = server_rss(server)
+    ids = [server.queue(prompt(seed)) for seed in range(20)]
+    samples = []
+    for prompt_id in ids:
+        server.wait(prompt_id, timeout=TIMEOUT)
+        samples.append(server_rss(server))
+    growth = samples[-1] - rss_warm
+    record_property("rss_warm_mb", rss_warm / 2**20)
+    record_property("rss_after_20_mb", samples[-1] / 2**20)
+    print(f"\nRSS after warm-up {rss_warm / 2**20:.0f} MB, after 20 prompts {samples[-1] / 2**20:.0f} MB "
+          f"(growth {growth / 2**20:+.1f} MB); per prompt: "
+          + ", ".join(f"{s / 2**20:.0f}" for s in samples))
+    assert growth < 48 * 2**20
+    assert (samples[-1] - samples[9]) < (samples[9] - rss_warm) + 8 * 2**20
+
+
+def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_path):
+    from comfyui_inverse.runner import ComfyServer
+    from comfy_client import HostComfy
+
+    prompt = solver_graph(tiny_models, "treg", steps=2, seed=1234, prefix="determinism")
+    prompt["deg"]["inputs"]["sigma_y"] = 0.05  # seeded measurement noise too
+    first = server.run(prompt, timeout=TIMEOUT)
+    first_bytes = [server.download(item) for item in server.files(first, "save")]
+    first_pixels = server.images(first, "save")
+
+    base = tmp_path / "second"
+    (base / "models").mkdir(parents=True)
+    for folder in server.models_dir.iterdir():  # the same model files, no rebuild
+        (base / "models" / folder.name).symlink_to(folder, target_is_directory=True)
+    original = server.server
+    second = ComfyServer(comfy_root=original.comfy_root, base_dir=base, log_path=base / "comfyui.log",
+                         cpu=True, extra_args=original.extra_args, quiet=True)
+    with second:
+        other = HostComfy(second)
+        again = other.run(prompt, timeout=TIMEOUT)
+        second_bytes = [other.download(item) for item in other.files(again, "save")]
+        second_pixels = other.images(again, "save")
+    assert len(first_pixels) == len(second_pixels) == 1
+    assert np.array_equal(first_pixels[0], second_pixels[0]), (
+        f"max pixel difference {np.abs(first_pixels[0] - second_pixels[0]).max() * 255:.1f}/255")
+    assert first_bytes == second_bytes  # PNG bytes too (same metadata: same prompt)
