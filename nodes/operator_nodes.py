@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
 from comfy_api.latest import io, ui
 
@@ -10,6 +13,7 @@ from .convert import bchw_to_image, image_to_bchw
 from .types import Measurement, MeasurementType, OperatorType
 
 CATEGORY = "inverse/operators"
+log = logging.getLogger("comfyui-inverse")
 
 
 def _operator_node(node_id: str, display_name: str, description: str, inputs: list) -> io.Schema:
@@ -67,7 +71,12 @@ class InpaintingOperator(io.ComfyNode):
             if image is None:
                 raise ValueError("image: resize_mask_to_image is on but no image is connected. Connect the image the mask belongs to, or turn resizing off.")
             resize_to = (int(image.shape[1]), int(image.shape[2]))
-        return io.NodeOutput(ops.Inpainting(mask, threshold=threshold, dilate=dilate, resize_to=resize_to))
+        operator = ops.Inpainting(mask, threshold=threshold, dilate=dilate, resize_to=resize_to)
+        if operator.missing_fraction == 1.0:
+            # Allowed (inpaint everything = generation), but usually an inverted mask.
+            log.warning("comfyui-inverse: Inpainting Operator: the mask marks every pixel missing (1 = fill), so the "
+                        "result will ignore the image. If 1 should mean keep, invert the mask (InvertMask node).")
+        return io.NodeOutput(operator)
 
 
 class GaussianBlurOperator(io.ComfyNode):
@@ -159,6 +168,23 @@ class ComposeOperators(io.ComfyNode):
         return io.NodeOutput(ops.Compose(second, first))
 
 
+def _check_sigma_y(sigma_y: float) -> None:
+    # JSON NaN passes ComfyUI's min/max validation and would make every pixel NaN.
+    if not math.isfinite(sigma_y):
+        raise ValueError(f"sigma_y must be a finite number >= 0, got {sigma_y}. Use 0 for a noiseless measurement.")
+
+
+def _check_operator_fits(operator, shape: tuple, check) -> None:
+    """Operator-size errors with the node-level fix (the operator's message speaks Python API)."""
+    try:
+        check(shape, "image")
+    except ValueError as err:
+        if isinstance(operator, ops.Inpainting) and "mask" in str(err):
+            raise ValueError(f"{err} In the Inpainting Operator node: turn on resize_mask_to_image and connect "
+                             "this image to its `image` input.") from err
+        raise
+
+
 def _measurement_outputs(measurement: Measurement) -> tuple[torch.Tensor, torch.Tensor]:
     y_image = bchw_to_image(measurement.y)
     pinv_image = bchw_to_image(measurement.pinv_image())
@@ -188,8 +214,9 @@ class DegradeImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, operator, sigma_y: float, seed: int) -> io.NodeOutput:
+        _check_sigma_y(sigma_y)
         x = image_to_bchw(image)
-        operator.check_input(tuple(x.shape), "image")
+        _check_operator_fits(operator, tuple(x.shape), operator.check_input)
         generator = torch.Generator().manual_seed(seed)
         y = operator.measure(x, sigma_y=sigma_y, generator=generator)
         measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=tuple(x.shape))
@@ -217,8 +244,9 @@ class MeasurementFromImage(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, operator, sigma_y: float) -> io.NodeOutput:
+        _check_sigma_y(sigma_y)
         y = image_to_bchw(image)
-        operator.check_measurement(tuple(y.shape), "image")
+        _check_operator_fits(operator, tuple(y.shape), operator.check_measurement)
         image_shape = tuple(operator.input_shape(tuple(y.shape)))
         if isinstance(operator, ops.Inpainting):
             y = operator.forward(y)  # the masked pixels carry no information
