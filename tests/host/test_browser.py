@@ -4,6 +4,7 @@ nodes or errors; its own "Export (API)" (app.graphToPrompt) agrees with runner/c
 the pack's workflows/ folder shows up in the template browser. Screenshots of the loaded graphs
 go to test-artifacts/browser/ (not committed)."""
 
+import importlib.util
 import json
 import os
 import urllib.error
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_inverse.runner import ComfyNotFoundError, ComfyServer, find_comfy_root
 from comfyui_inverse.runner.convert import is_ui_workflow, schema_inputs, ui_to_api
 from comfyui_inverse.runner.server import pack_link
 
@@ -103,18 +103,16 @@ CASES = [pytest.param(None, id="stock-fixture")] + [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    try:
-        find_comfy_root()
-    except ComfyNotFoundError as error:
-        pytest.skip(str(error))
-    base = tmp_path_factory.mktemp("browser_base")
-    with ComfyServer(base_dir=base, log_path=base / "comfyui.log") as running:
-        request = urllib.request.Request(
-            running.url + "/api/settings", data=json.dumps(SETTINGS).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
-        urllib.request.urlopen(request, timeout=30).read()
-        yield running
+def server(comfy):
+    """The session's ComfyServer (tests/host/conftest.py), with UI settings for a clean page."""
+    if importlib.util.find_spec("comfyui_frontend_package") is None:
+        pytest.fail("the stock frontend (pip package comfyui-frontend-package, in ComfyUI's "
+                    "requirements.txt) is not installed: run scripts/setup.sh", pytrace=False)
+    request = urllib.request.Request(
+        comfy.url + "/api/settings", data=json.dumps(SETTINGS).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    return comfy.server
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +122,12 @@ def object_info(server):
 
 @pytest.fixture(scope="module")
 def page(server):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh")
+    if os.environ.get("INVERSE_SKIP_BROWSER") == "1":
+        pytest.skip("INVERSE_SKIP_BROWSER=1")
+    if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
+        pytest.fail(f"the browser test needs {CHROMIUM} and the playwright package: run "
+                    "scripts/install_browser.sh (or set INVERSE_SKIP_BROWSER=1)", pytrace=False)
+    from playwright import sync_api
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     console = []
     with sync_api.sync_playwright() as playwright:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfyui_inverse.runner import ComfyServer, ComfyNotFoundError, find_comfy_root, ui_to_api
+from comfyui_inverse.runner import ComfyServer, find_comfy_root, ui_to_api
 from comfyui_inverse.runner.server import ComfyStartError
 
 pytestmark = pytest.mark.host
@@ -46,14 +46,9 @@ def ui_scale_workflow(width=64, height=48, prefix="runner_test"):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    try:
-        find_comfy_root()
-    except ComfyNotFoundError as error:
-        pytest.skip(str(error))
-    base = tmp_path_factory.mktemp("runner_base")
-    with ComfyServer(base_dir=base, log_path=base / "comfyui.log") as running:
-        yield running
+def server(comfy):
+    """The session's ComfyServer (tests/host/conftest.py)."""
+    return comfy.server
 
 
 @pytest.fixture
@@ -118,12 +113,15 @@ def test_unknown_node_type_exits_nonzero_naming_it(server, tmp_path):
 
 
 def test_validation_error_names_the_node(server, tmp_path):
-    # No --image: the workflow's example.png is not in this server's input folder.
-    result = cli("run", write_json(tmp_path / "wf.json", ui_scale_workflow()), "--server",
+    # No --image: the workflow's own file name is not in the server's input folder.
+    workflow = ui_scale_workflow()
+    workflow["nodes"][0]["widgets_values"][0] = "not_uploaded_anywhere.png"
+    result = cli("run", write_json(tmp_path / "wf.json", workflow), "--server",
                  server.url, "--out", tmp_path / "out")
     assert result.returncode == 1
     assert "rejected the prompt" in result.stderr
-    assert "node 1 (LoadImage" in result.stderr and "example.png" in result.stderr
+    assert "node 1 (LoadImage" in result.stderr
+    assert "not_uploaded_anywhere.png" in result.stderr
 
 
 def test_execution_error_exits_nonzero_with_the_node_message(server, tmp_path):
@@ -145,10 +143,7 @@ def test_bad_set_lists_the_node_inputs(server, tmp_path, red_png):
 
 @pytest.mark.slow
 def test_cli_starts_and_stops_its_own_server(tmp_path, red_png):
-    try:
-        find_comfy_root()
-    except ComfyNotFoundError as error:
-        pytest.skip(str(error))
+    find_comfy_root()  # ComfyNotFoundError says how to install it
     base = tmp_path / "base"
     result = cli("run", write_json(tmp_path / "wf.json", ui_scale_workflow(prefix="own")),
                  "--base-dir", base, "--image", red_png, "--out", tmp_path / "out")
@@ -163,10 +158,7 @@ def test_cli_starts_and_stops_its_own_server(tmp_path, red_png):
 
 
 def test_pack_import_failure_is_detected(tmp_path):
-    try:
-        server = ComfyServer(base_dir=tmp_path, log_path=tmp_path / "fake.log")
-    except ComfyNotFoundError as error:
-        pytest.skip(str(error))
+    server = ComfyServer(base_dir=tmp_path, log_path=tmp_path / "fake.log")
     from comfyui_inverse.runner.server import prepare_base_dir
 
     prepare_base_dir(tmp_path)
