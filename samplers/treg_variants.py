@@ -84,5 +84,5 @@ def flow_model_refusal(model_name: str, what: str = "TReg") -> str:
         f"model: {what} does not support {model_name}: it is a rectified-flow model with T5-based text "
         f"tokens, while TReg's data-consistency/re-noise loop and adaptive negation are defined for VP "
         f"latent diffusion with CLIP text tokens (SD1.5, SD2.x, SDXL). For SD3/Flux use the C-PiGFM "
-        f"sampler nodes (inverse/conjugate) with the same measurement."
+        f"nodes with the same measurement: 'Inverse Solve (C-ΠGDM)' or 'Sampler C-ΠGFM (inverse)' (inverse/samplers)."
     )
