@@ -1,0 +1,207 @@
+"""Every example workflow in workflows/ runs through the real ComfyUI server.
+
+The UI file is converted with runner/convert.py against the server's /object_info, the model
+files it names are replaced by the tiny random-weight models (tiny_models.py, plus a tiny LoRA
+made here), the sample photo is uploaded under the workflow's own file name but small (64×64,
+the low-resolution one 16×16), and the few size/step widgets that must follow are overridden;
+the graph itself is unchanged. The pictures mean nothing (random weights): the tests check that
+every node runs, the saved images have the sizes the operators imply, the metrics report, and
+that each API twin in workflows/api/ is exactly what the converter makes of the UI file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.numpy import save_file
+
+from comfyui_inverse.runner.convert import VIRTUAL_NODE_TYPES, is_ui_workflow, ui_to_api
+
+pytestmark = pytest.mark.host
+
+REPO = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO / "workflows"
+INPUTS = WORKFLOWS / "inputs"
+SIZE = 64  # restored image side in the tests (the workflows use 512)
+TINY_LORA = "tiny_sd15_lora.safetensors"
+
+# Model file names the workflows ask for -> tiny_models key (or the LoRA built here).
+MODEL_MAP = {
+    "v1-5-pruned-emaonly.safetensors": "sd15_ckpt",
+    "sd3.5_medium.safetensors": "sd3_unet",
+    "clip_l.safetensors": "clip_l",
+    "sd3.5_vae.safetensors": "sd3_vae",
+    "clip-vit-large-patch14.safetensors": "clip_vision",
+    "your_sd15_lora.safetensors": "lora",
+}
+MODEL_INPUTS = ("ckpt_name", "unet_name", "vae_name", "clip_name", "lora_name")
+
+# Sample inputs: file name -> side in the tests (the shipped files are 512 and 128).
+SAMPLES = {"inverse_astronaut_512.jpg": SIZE, "inverse_astronaut_512_masked.webp": SIZE,
+           "inverse_astronaut_128.png": SIZE // 4}
+
+# Expected SaveImage outputs per workflow: title -> side of the saved (square) image.
+# "measured" is y at its own size: SIZE / factor for super-resolution.
+RESTORED, MEASURED = "Save restored", "Save measured (before)"
+EXPECTED_SAVES = {
+    "01_super_resolution_x4_cpgdm": {RESTORED: SIZE, MEASURED: SIZE // 4},
+    "02_super_resolution_x8_cpgdm": {RESTORED: SIZE, MEASURED: SIZE // 8},
+    "03_super_resolution_x16_treg_text": {RESTORED: SIZE, MEASURED: SIZE // 16},
+    "04_gaussian_deblur_cpgdm": {RESTORED: SIZE, MEASURED: SIZE},
+    "05_gaussian_deblur_treg": {RESTORED: SIZE, MEASURED: SIZE},
+    "06_motion_deblur_cpgdm": {RESTORED: SIZE, MEASURED: SIZE},
+    "07_inpainting_mask_editor_cpgdm": {RESTORED: SIZE, MEASURED: SIZE},
+    "08_denoising_cpgdm": {RESTORED: SIZE, MEASURED: SIZE},
+    "09_super_resolution_x4_cpgfm_sd3": {RESTORED: SIZE, MEASURED: SIZE // 4},
+    "10_composable_lora_stock_nodes_cpgdm": {RESTORED: SIZE, MEASURED: SIZE // 2},
+    "11_real_photo_upscale_x4_cpgdm": {RESTORED: SIZE},
+}
+# Speed: TReg's paper step counts would take minutes on CPU. 3 steps with dc_every 3 still run
+# one data-consistency + adaptive-negation step.
+STEP_OVERRIDES = {"BasicScheduler": 3, "InverseTRegSolve": 3}
+SIZE_NODES = ("EmptyLatentImage", "EmptySD3LatentImage", "ImageScale")
+METRIC_NODES = ("InversePSNR", "InverseSSIM", "InverseMeasurementConsistency")
+
+
+def ui_workflow_paths() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+NAMES = [path.stem for path in ui_workflow_paths()]
+
+
+# --------------------------------------------------------------------------- static checks
+
+def test_workflow_set_is_complete():
+    assert NAMES == sorted(EXPECTED_SAVES), "add new workflows to EXPECTED_SAVES (and MODEL_MAP)"
+    for name in NAMES:
+        assert is_ui_workflow(load(WORKFLOWS / f"{name}.json")), f"{name}: not UI format"
+        assert (WORKFLOWS / "api" / f"{name}.json").is_file(), f"{name}: no API twin in workflows/api/"
+        with Image.open(WORKFLOWS / f"{name}.jpg") as thumb:  # the frontend asks for <name>.jpg
+            assert thumb.format == "JPEG" and thumb.width >= 256
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_is_documented_and_uses_named_models(name):
+    workflow = load(WORKFLOWS / f"{name}.json")
+    notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1
+    text = notes[0]["widgets_values"][0]
+    for needed in ("Models:", "Parameters that work:"):
+        assert needed in text, f"{name}: the Note lacks '{needed}'"
+    for sample in re.findall(r"inverse_astronaut[\w.]*", json.dumps(workflow)):
+        assert (INPUTS / sample).is_file(), f"{name}: sample {sample} is not shipped in workflows/inputs/"
+    ours = [n for n in workflow["nodes"] if (n.get("properties") or {}).get("cnr_id") == "comfyui-inverse"]
+    assert ours, f"{name}: uses none of the pack's nodes"
+    assert not any(n["type"] in ("Reroute", "PrimitiveNode") for n in workflow["nodes"])
+
+
+# ------------------------------------------------------------------------ server fixtures
+
+@pytest.fixture(scope="module")
+def object_info(comfy):
+    return comfy.object_info()
+
+
+def _tiny_lora(models_dir: Path) -> str:
+    """A rank-4 LoRA on one attention projection of the tiny SD1.5 UNet (kohya key names)."""
+    rng = np.random.default_rng(0)
+    key = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
+    tensors = {f"{key}.lora_down.weight": rng.normal(0, 0.05, (4, 320)).astype(np.float32),
+               f"{key}.lora_up.weight": rng.normal(0, 0.05, (320, 4)).astype(np.float32),
+               f"{key}.alpha": np.array(4.0, np.float32)}
+    (models_dir / "loras").mkdir(exist_ok=True)
+    save_file(tensors, str(models_dir / "loras" / TINY_LORA))
+    return TINY_LORA
+
+
+@pytest.fixture(scope="module")
+def model_files(comfy, tiny_models):
+    files = {name: tiny_models[key] for name, key in MODEL_MAP.items() if key != "lora"}
+    files["your_sd15_lora.safetensors"] = _tiny_lora(comfy.models_dir)
+    return files
+
+
+@pytest.fixture(scope="module")
+def samples(comfy):
+    """Upload the shipped samples, shrunk, under their own names (what LoadImage asks for)."""
+    for name, side in SAMPLES.items():
+        with Image.open(INPUTS / name) as image:
+            small = image.resize((side, side), Image.Resampling.LANCZOS)
+            small.load()
+        assert comfy.upload_image(small, name=name) == name
+    return SAMPLES
+
+
+def test_samples_carry_what_the_workflows_need():
+    with Image.open(INPUTS / "inverse_astronaut_512_masked.webp") as masked:
+        alpha = np.asarray(masked.convert("RGBA"))[..., 3]
+    hole = (alpha < 128).mean()
+    assert 0.02 < hole < 0.3, f"the masked sample should have a painted hole (alpha 0); {hole:.1%} masked"
+    with Image.open(INPUTS / "inverse_astronaut_512.jpg") as photo:
+        assert photo.size == (512, 512)
+    with Image.open(INPUTS / "inverse_astronaut_128.png") as small:
+        assert small.size == (128, 128)
+
+
+def prepare(workflow: dict, object_info: dict, model_files: dict) -> dict:
+    """UI workflow -> API prompt with tiny models and test sizes; the graph is unchanged."""
+    prompt = ui_to_api(workflow, object_info)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for key in MODEL_INPUTS:
+            if key in inputs and not isinstance(inputs[key], list):
+                assert inputs[key] in model_files, (
+                    f"{node['class_type']}.{key} = {inputs[key]!r} has no tiny stand-in: add it to MODEL_MAP")
+                inputs[key] = model_files[inputs[key]]
+        if node["class_type"] in SIZE_NODES:
+            inputs["width"] = inputs["height"] = SIZE
+        if node["class_type"] in STEP_OVERRIDES:
+            inputs["steps"] = STEP_OVERRIDES[node["class_type"]]
+    return prompt
+
+
+# -------------------------------------------------------------------------- the runs
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_with_tiny_models(comfy, object_info, model_files, samples, name):
+    workflow = load(WORKFLOWS / f"{name}.json")
+    prompt = prepare(workflow, object_info, model_files)
+    history = comfy.run(prompt, timeout=240)
+
+    saves = {node["_meta"]["title"]: node_id for node_id, node in prompt.items()
+             if node["class_type"] == "SaveImage"}
+    assert sorted(saves) == sorted(EXPECTED_SAVES[name])
+    for title, side in EXPECTED_SAVES[name].items():
+        images = comfy.images(history, saves[title])
+        assert len(images) == 1, f"{name}: {title} saved {len(images)} images"
+        assert images[0].shape == (side, side, 3), f"{name}: {title} is {images[0].shape}"
+        assert np.isfinite(images[0]).all() and images[0].std() > 1e-3
+    for node_id, node in prompt.items():
+        if node["class_type"] in METRIC_NODES:
+            (text,) = comfy.texts(history, node_id)
+            value = float(re.search(r":\s*(-?[\d.]+(?:e-?\d+)?)", text).group(1))
+            assert np.isfinite(value), f"{name}: {node['_meta']['title']} reported {text!r}"
+    if "lora" in name:
+        assert "lora key not loaded" not in comfy.log_text()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_twin_equals_the_converted_ui_workflow(object_info, name):
+    converted = ui_to_api(load(WORKFLOWS / f"{name}.json"), object_info)
+    twin = load(WORKFLOWS / "api" / f"{name}.json")
+    # Normalise through JSON (tuples, int keys); compare everything the server reads and the titles.
+    assert json.loads(json.dumps(converted)) == twin, (
+        f"{name}: workflows/api/{name}.json is stale; run scripts/make_workflows.py")
+    ui_nodes = {str(n["id"]) for n in load(WORKFLOWS / f"{name}.json")["nodes"]
+                if n["type"] not in VIRTUAL_NODE_TYPES}
+    assert set(twin) == ui_nodes
