@@ -1,0 +1,60 @@
+"""Refuse restorations that cannot fit in memory, before anything large is allocated.
+
+Pixel-space solvers decode (and re-encode) the whole image without tiling, so an 8k×8k request
+would otherwise run out of memory deep inside a step (or swap for hours). The estimate uses
+ComfyUI's own per-VAE figures, scaled to what a CPU fp32 pass was measured to need:
+AutoencoderKL decode peaked at 0.44–0.54 and TAESD at 0.16 of ComfyUI's estimate (256² and
+512², no grad), so half of it is a fair upper figure.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+
+VAE_ESTIMATE_SHARE = 0.5
+GRAD_FACTOR = 3.0  # a backward pass through the decoder keeps its activations
+PIXEL_BUFFERS = 8  # float32 image-sized tensors a solver holds at once (y, H⁺y, x̂0, CG vectors)
+
+
+def gigabytes(n: float) -> str:
+    return f"{n / 2**30:.1f} GB"
+
+
+def check_memory(required_bytes: int, device, what: str, fix: str = "Use a smaller image.",
+                 free_bytes: int | None = None) -> None:
+    """ValueError naming `what`, the estimate and the free memory if `required_bytes` won't fit."""
+    free = comfy.model_management.get_free_memory(device) if free_bytes is None else free_bytes
+    if required_bytes > free:
+        raise ValueError(f"{what} needs about {gigabytes(required_bytes)} of memory but only {gigabytes(free)} "
+                         f"is free on {device}. {fix}")
+
+
+def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, with_grad: bool = False) -> int:
+    """Peak working memory of one decode/encode pass of `vae` over images of `image_shape` (B×C×H×W)."""
+    b, _, h, w = (int(v) for v in image_shape)
+    latent_channels = latent_channels or int(getattr(vae, "latent_channels", 4))
+    down = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
+    dtype = vae.vae_dtype
+    decode = vae.memory_used_decode((b, latent_channels, h // down, w // down), dtype)
+    encode = vae.memory_used_encode((b, 3, h, w), dtype)
+    vae_peak = VAE_ESTIMATE_SHARE * max(decode, encode) * (GRAD_FACTOR if with_grad else 1.0)
+    return int(vae_peak + PIXEL_BUFFERS * b * 3 * h * w * 4)
+
+
+def check_solver_memory(vae, measurement, latent_channels: int | None = None, with_grad: bool = False,
+                        what: str = "measurement", free_bytes: int | None = None) -> None:
+    """Call in a solver node's execute (or sampler factory) before loading models or sampling.
+
+    with_grad: the solver backpropagates through the VAE decoder (TReg use_dps, pixel-bridge VJP).
+    """
+    b, _, h, w = (int(v) for v in measurement.image_shape)
+    required = solver_memory_bytes(vae, measurement.image_shape, latent_channels, with_grad)
+    half = solver_memory_bytes(vae, (b, 3, h // 2, w // 2), latent_channels, with_grad)
+    batch = f"{b} images of " if b > 1 else ""
+    check_memory(
+        required, vae.device, f"{what}: restoring {batch}{w}×{h} pixels",
+        fix=(f"Restore a smaller image (half the size, {w // 2}×{h // 2}, needs about {gigabytes(half)}), "
+             + ("fewer images per batch, " if b > 1 else "")
+             + "or restore it in tiles (crop, restore, stitch)."),
+        free_bytes=free_bytes,
+    )
