@@ -25,8 +25,10 @@ CHROMIUM = os.environ.get("INVERSE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Server-side user settings: no first-run template dialog, no missing-model dialog (the test
-# machine has no checkpoints; models are the workflow-run tests' business).
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
+# machine has no checkpoints; models are the workflow-run tests' business), and text drawn at
+# any zoom (the screenshots show whole graphs, zoomed out).
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
+            "LiteGraph.Canvas.MinFontSizeForLOD": 0, "Comfy.Minimap.Visible": False}
 PAGE_TIMEOUT_MS = 120_000
 
 
@@ -134,7 +136,7 @@ def page(server):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                              headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1920, "height": 1200})
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
