@@ -82,6 +82,7 @@ def test_run_ui_workflow_uploads_image_applies_set_and_saves(server, tmp_path, r
         r, g, b = image.convert("RGB").getpixel((40, 24))
     assert r > 200 and g < 30 and b < 30  # the uploaded image, not the workflow's example.png
     assert str(files[0]) in result.stdout
+    assert "running node 2 (Resize)" in result.stderr  # live progress from the websocket
 
 
 def test_convert_matches_the_library_and_api_prompts_run(server, tmp_path, red_png):
