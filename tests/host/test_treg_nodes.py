@@ -174,3 +174,27 @@ def test_adaptive_negation_node_in_a_plain_ksampler_workflow(comfy, tiny_models)
     assert np.abs(adapted - plain).max() > 1e-4
     # With a zero update the patch (wrapper + hook) leaves KSampler's computation unchanged.
     np.testing.assert_array_equal(neutral, plain)
+
+
+def test_cancel_stops_a_long_treg_run(comfy, tiny_models, photos):
+    import time
+
+    graph = solve_graph(tiny_models, photos)
+    del graph["ks"], graph["save_ks"]
+    # 400 DC steps without AN (no CLIP forwards): minutes of work unless Cancel stops it.
+    graph["solve"]["inputs"].update({"steps": 400, "dc_every": 1, "dc_until": 1.0, "an_steps": 0, "seed": 9})
+    prompt_id = comfy.queue(graph)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = comfy.http.queue().get("queue_running") or []
+        if any(prompt_id in item for item in running):
+            break
+        time.sleep(0.2)
+    time.sleep(2.0)
+    started = time.monotonic()
+    comfy.interrupt()
+    with pytest.raises(PromptExecutionError) as error:
+        comfy.wait(prompt_id, timeout=120)
+    assert error.value.details.get("exception_type") == "interrupted"
+    assert time.monotonic() - started < 60
+    assert "InverseTRegSolve" in comfy.object_info("InverseTRegSolve")  # still serving
