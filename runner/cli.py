@@ -136,7 +136,7 @@ def apply_image(prompt: dict, spec: str, client: ComfyClient) -> list[str]:
 def _start_server(args, stack: ExitStack) -> ComfyClient:
     if args.server:
         client = ComfyClient(args.server)
-        if not client.is_alive():
+        if not client.is_alive(timeout=30.0):  # a busy server answers slowly
             raise CliError(f"no ComfyUI server answers at {args.server}")
         return client
     from .comfy_root import find_comfy_root

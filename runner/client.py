@@ -87,9 +87,9 @@ class ComfyClient:
         return json.loads(body) if body.strip() else {}
 
     # -- server -----------------------------------------------------------------------------
-    def is_alive(self) -> bool:
+    def is_alive(self, timeout: float = 2.0) -> bool:
         try:
-            self._request("GET", "/system_stats", timeout=min(self.timeout, 2.0))
+            self._request("GET", "/system_stats", timeout=timeout)
             return True
         except (OSError, urllib.error.URLError, ValueError):
             return False
