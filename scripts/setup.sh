@@ -40,7 +40,8 @@ mkdir -p "$INVERSE_HOME"
 exec 9>"$INVERSE_HOME/.setup.lock"
 flock 9
 
-stamp_value="$(cat "${BASH_SOURCE[0]}" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1) $COMFY"
+# The checkout path is part of the stamp: a clone elsewhere (CI) re-points the editable install.
+stamp_value="$(cat "${BASH_SOURCE[0]}" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1) $COMFY $REPO"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$stamp_value" && -x "$PY" && -f "$COMFY/main.py" \
       && -e "$COMFY/custom_nodes/comfyui-inverse" ]]; then
     print_summary
