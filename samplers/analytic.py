@@ -110,9 +110,9 @@ class GaussianMixturePrior:
         """A differentiable callable (x, σ) -> x̂0 in ComfyUI's convention."""
         return lambda x, sigma: self.denoise(x, sigma, kind)
 
-    def vjp(self, x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor, kind: str = "vp") -> torch.Tensor:
+    def vjp(self, x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor, kind: str = "vp", parts=None) -> torch.Tensor:
         """Exact J_Dᵀ v (closed form, no autograd)."""
-        dk, grad, resp, gain = self._parts(x, sigma, kind)
+        dk, grad, resp, gain = parts if parts is not None else self._parts(x, sigma, kind)
         vf = v.reshape(v.shape[0], -1).to(torch.float64)
         dmean = (resp[:, :, None] * dk).sum(1)
         qv = _qt(self.evecs, vf[:, None, :].expand(-1, self.k, -1))
@@ -137,11 +137,13 @@ class GaussianMixturePrior:
             name = "exact"
 
             def __call__(self, denoiser, x, sigma, cotangent_fn):
-                x0 = prior.denoise(x, sigma, kind)
+                parts = prior._parts(x, sigma, kind)
+                dk, _, resp, _ = parts
+                x0 = (resp[:, :, None] * dk).sum(1).reshape(x.shape).to(x.dtype)
                 if cotangent_fn is None:
                     return x0, None, None
                 c = cotangent_fn(x0)
-                return x0, c, prior.vjp(x, sigma, c.to(x.dtype), kind).to(c.dtype)
+                return x0, c, prior.vjp(x, sigma, c.to(x.dtype), kind, parts=parts).to(c.dtype)
 
         return ExactVJP()
 
