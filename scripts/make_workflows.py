@@ -38,7 +38,7 @@ MASK_BOX = (110, 230, 170, 300)  # top, bottom, left, right of the hole in PHOTO
 
 GROUP_COLORS = {"model": "#3f789e", "measure": "#b58b2a", "solve": "#8A8", "out": "#a1309b",
                 "metrics": "#444"}
-GAP, MARGIN, GROUP_TITLE = 30, 20, 46
+GAP, MARGIN, GROUP_TITLE, NODE_TITLE = 30, 20, 46, 30
 
 
 # ----------------------------------------------------------------------------- graph model
@@ -118,8 +118,8 @@ def _default(spec: list):
 
 def _size(node: Node, n_slots: int, n_widgets: int, multiline: bool) -> list[int]:
     if node.type == "Note":
-        lines = sum(1 + len(line) // 62 for line in node.text.splitlines())
-        return [460, 40 + 17 * lines]
+        lines = sum(1 + len(line) // 95 for line in node.text.splitlines())
+        return [640, 40 + 16 * lines]
     height = 34 + 22 * n_slots + 26 * n_widgets + (80 if multiline else 0)
     if node.type == "LoadImage":
         height += 270
@@ -246,7 +246,7 @@ def layout(wf: Workflow, per_node: dict) -> dict[int, tuple[list, list]]:
             for col in cols:
                 col_nodes = [n for n in members if n.col == col]
                 width = max(sizes[n.id][0] for n in col_nodes)
-                ny = y + GROUP_TITLE
+                ny = y + GROUP_TITLE + NODE_TITLE
                 for n in col_nodes:
                     positions[n.id] = ([gx, ny], sizes[n.id])
                     ny += sizes[n.id][1] + GAP + 20  # + title bar
@@ -263,7 +263,7 @@ def _groups(wf: Workflow, positions: dict) -> list:
     for index, group in enumerate(wf.groups.values(), start=1):
         members = [n for n in wf.nodes if n.group == group.key]
         left = min(positions[n.id][0][0] for n in members) - MARGIN
-        top = min(positions[n.id][0][1] for n in members) - GROUP_TITLE
+        top = min(positions[n.id][0][1] for n in members) - GROUP_TITLE - NODE_TITLE
         right = max(positions[n.id][0][0] + positions[n.id][1][0] for n in members) + MARGIN
         bottom = max(positions[n.id][0][1] + positions[n.id][1][1] for n in members) + MARGIN
         result.append({"id": index, "title": group.title, "bounding": [left, top, right - left, bottom - top],
