@@ -315,6 +315,12 @@ def assert_readable(message: str, row: Row) -> None:
     assert len(message) < 700, f"{row.id}: message too long ({len(message)} chars) to read in the UI"
 
 
+def with_models(tiny, graph: dict) -> dict:
+    """The graph plus the (unconnected) model loaders: ComfyUI keeps cached outputs only for nodes
+    of the current prompt, so this keeps the checkpoint loaded between rows (saves a reload each)."""
+    return {**models(tiny), **graph}
+
+
 def followup_prompt(row: Row, tiny, seed: int) -> tuple[dict, str]:
     if row.followup in ("treg", "conjugate"):
         return solver_graph(tiny, row.followup, steps=1, seed=seed, prefix=f"after_{row.id}"), "save"
@@ -328,7 +334,7 @@ def server(comfy, tiny_models):
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=r.marks) for r in ROWS])
 def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, tiny_models, row):
-    prompt = row.build(tiny_models)
+    prompt = with_models(tiny_models, row.build(tiny_models))
     if row.status == "validation":
         with pytest.raises(PromptValidationError) as caught:
             server.queue(prompt)
@@ -350,15 +356,15 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, tiny
     assert_readable(message, row)
 
     prompt, out = followup_prompt(row, tiny_models, seed=abs(hash(row.id)) % 10_000)
-    history = server.run(prompt, timeout=TIMEOUT)
+    history = server.run(with_models(tiny_models, prompt), timeout=TIMEOUT)
     images = server.images(history, out)
     assert images and all(np.isfinite(im).all() for im in images)
 
 
 # ----------------------------------------------------------------------- edge masks (valid)
 
-def test_all_zero_mask_is_valid_and_the_pseudo_inverse_is_the_image(server):
-    graph = with_mask(degrade_graph(), 0.0)
+def test_all_zero_mask_is_valid_and_the_pseudo_inverse_is_the_image(server, tiny_models):
+    graph = with_models(tiny_models, with_mask(degrade_graph(), 0.0))
     graph["psnr"] = {"class_type": "InversePSNR", "inputs": {"image": ["deg", 2], "reference": ["img", 0]}}
     history = server.run(graph, timeout=TIMEOUT)
     shown = server.images(history, "show")[0]
@@ -374,9 +380,9 @@ def test_all_zero_mask_solver_runs(server, tiny_models):
     assert image.shape == (SIZE, SIZE, 3) and np.isfinite(image).all()
 
 
-def test_all_ones_mask_is_allowed_with_a_warning(server):
+def test_all_ones_mask_is_allowed_with_a_warning(server, tiny_models):
     log_before = len(server.log_text())
-    graph = with_mask(degrade_graph(seed=7), 1.0)
+    graph = with_models(tiny_models, with_mask(degrade_graph(seed=7), 1.0))
     history = server.run(graph, timeout=TIMEOUT)
     assert float(server.images(history, "show")[0].max()) == 0.0  # nothing observed: H⁺y = 0
     log = server.log_text()[log_before:]
@@ -391,54 +397,70 @@ def server_rss(server) -> int:
     return process.memory_info().rss
 
 
-def run_and_cancel(server, prompt: dict, cancel_after_steps: int = 2, timeout=TIMEOUT):
-    """Queue, wait for `cancel_after_steps` progress events, POST /interrupt.
-    Returns (seconds from interrupt to the prompt's end, mean seconds per step, peak RSS)."""
+def run_and_cancel(server, prompt: dict, cancel_after_steps: int = 3, timeout=TIMEOUT):
+    """Queue, wait for `cancel_after_steps` progress events, POST /interrupt, wait for the end.
+
+    Returns (seconds from interrupt to the prompt's end, steps reported after the interrupt,
+    seconds per step before it, peak RSS while running)."""
     stream = server.http.events().start()
     peak = server_rss(server)
     try:
         prompt_id = server.queue(prompt)
-        steps, stamps = 0, []
+        stamps, after = [], 0
         deadline = time.monotonic() + timeout
-        while steps < cancel_after_steps:
+
+        def progress_events() -> int:
+            return sum(1 for event in stream.drain() if event.get("type") == "progress"
+                       and (event.get("data") or {}).get("prompt_id") == prompt_id)
+
+        while len(stamps) < cancel_after_steps:
             assert time.monotonic() < deadline, "no progress events"
-            for event in stream.drain():
-                if event.get("type") == "progress" and (event.get("data") or {}).get("prompt_id") == prompt_id:
-                    steps += 1
-                    stamps.append(time.monotonic())
+            stamps += [time.monotonic()] * progress_events()
             peak = max(peak, server_rss(server))
             time.sleep(0.02)
         t_interrupt = time.monotonic()
         server.interrupt()
-        with pytest.raises(PromptExecutionError) as caught:
-            server.http.wait(prompt_id, timeout=timeout, poll=0.05)
+        while True:
+            after += progress_events()
+            entry = server.http.history(prompt_id)
+            if entry is not None and (entry.get("status") or {}).get("completed") is not None:
+                break
+            assert time.monotonic() < deadline, "the interrupted prompt did not end"
+            time.sleep(0.02)
         latency = time.monotonic() - t_interrupt
+        time.sleep(0.1)
+        after += progress_events()
     finally:
         stream.close()
-    assert caught.value.details.get("exception_type") == "interrupted", caught.value
-    step_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
-    return latency, step_time, peak
+    messages = [m[0] for m in entry["status"].get("messages", [])]
+    assert "execution_interrupted" in messages, entry["status"]
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    return latency, after, steps, peak
 
 
 @pytest.mark.parametrize("solver", ["treg", pytest.param("conjugate", marks=CONJUGATE_PENDING)])
 def test_cancel_stops_within_one_step_and_frees_memory(server, tiny_models, solver, record_property):
-    steps = 40
+    steps = 40  # uninterrupted: many seconds (about 40 × the step time printed below)
     warm = solver_graph(tiny_models, solver, steps=1, seed=1, prefix="warm")
     server.run(warm, timeout=TIMEOUT)  # models loaded: RSS below is the idle level
     rss_before = server_rss(server)
     prompt = solver_graph(tiny_models, solver, steps=steps, seed=2, prefix="cancelled")
-    latency, step_time, peak = run_and_cancel(server, prompt)
+    latency, steps_after, step_times, peak = run_and_cancel(server, prompt)
     time.sleep(0.5)
     rss_after = server_rss(server)
-    record_property("cancel_latency_s", round(latency, 3))
-    record_property("step_time_s", round(step_time, 3))
-    record_property("rss_before_mb", rss_before / 2**20)
-    record_property("rss_peak_mb", peak / 2**20)
-    record_property("rss_after_mb", rss_after / 2**20)
-    print(f"\n[{solver}] cancel latency {latency:.2f} s, one step {step_time:.2f} s; RSS before "
-          f"{rss_before / 2**20:.0f} MB, peak {peak / 2**20:.0f} MB, after {rss_after / 2**20:.0f} MB")
-    # Within one step (plus polling slack): the loop checks for Cancel in every step and CG iteration.
-    assert latency < step_time + 1.0, f"cancel took {latency:.2f} s, one step is {step_time:.2f} s"
+    slowest = max(step_times)
+    for key, value in {"cancel_latency_s": latency, "steps_after_cancel": steps_after,
+                       "step_time_s": slowest, "rss_before_mb": rss_before / 2**20,
+                       "rss_peak_mb": peak / 2**20, "rss_after_mb": rss_after / 2**20}.items():
+        record_property(key, round(value, 3))
+    print(f"\n[{solver}] cancel latency {latency:.2f} s, steps finished after Cancel: {steps_after}, step times "
+          f"{', '.join(f'{t:.2f}' for t in step_times)} s; RSS before {rss_before / 2**20:.0f} MB, peak "
+          f"{peak / 2**20:.0f} MB, after {rss_after / 2**20:.0f} MB")
+    # Within one step: the loops check for Cancel at every step (and every CG iteration), so at
+    # most the step running at the time of the interrupt completes. Counting steps does not depend
+    # on how loaded the machine is; the latency bound is a loose cross-check of the same thing.
+    assert steps_after <= 1, f"{steps_after} steps ran after Cancel"
+    assert latency < 2 * slowest + 2.0, f"cancel took {latency:.2f} s, steps took {step_times} s"
     # The run's buffers are released: what stays is allocator slack, bounded by 64 MB at 64×64.
     assert rss_after - rss_before < 64 * 2**20
     server.run(solver_graph(tiny_models, solver, steps=1, seed=3, prefix="after_cancel"), timeout=TIMEOUT)
@@ -454,6 +476,7 @@ def test_twenty_queued_prompts_complete_without_memory_growth(server, tiny_model
     def prompt(seed):
         graph = solver_graph(tiny_models, "treg", steps=1, seed=seed, prefix="load")
         graph["deg"]["inputs"]["seed"] = seed  # a new measurement each time: nothing is cached
+        graph["solve"]["inputs"]["cfg"] = 1.0  # one UNet call per step: the loop, not the model, is tested
         return graph
 
     for seed in range(3):
