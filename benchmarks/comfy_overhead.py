@@ -118,7 +118,7 @@ def measure(run, steps: int):
     return per_step, max(one - per_step, 0.0), peak / 1024.0
 
 
-def bench_model(models_dir, family, sizes, steps, modes, log):
+def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autograd", "finite_difference")):
     import torch
     import comfy.samplers
     from comfyui_inverse import operators as ops
@@ -149,8 +149,8 @@ def bench_model(models_dir, family, sizes, steps, modes, log):
             configs = [("stock euler", "-", "-", lambda: comfy.samplers.sampler_object("euler"))]
             for vjp in modes:
                 for bridge in ("latent_surrogate", "pixel_bridge"):
-                    if vjp == "none" and bridge == "pixel_bridge":
-                        continue  # identical computation to latent_surrogate (no residual is used)
+                    if bridge == "pixel_bridge" and vjp not in bridge_vjp:
+                        continue  # vjp none: identical computation to latent_surrogate (no residual is used)
                     configs.append(("C-ΠGDM" if kind == "vp" else "C-ΠGFM", vjp, bridge,
                                     lambda vjp=vjp, bridge=bridge: cn.make_sampler(kind, meas, vae, 15.0 if kind == "vp" else 20.0,
                                                                                   0.0 if kind == "vp" else 0.2, vjp, bridge)))
@@ -190,6 +190,8 @@ def main(argv=None):
     parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--vjp", nargs="+", default=["autograd", "finite_difference", "none"])
+    parser.add_argument("--bridge-vjp", nargs="+", default=["autograd", "finite_difference"],
+                        help="vjp modes to combine with pixel_bridge (it is slow on CPU)")
     parser.add_argument("--skip-analytic", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "comfy_overhead.md"))
     args = parser.parse_args(argv)
@@ -208,7 +210,7 @@ def main(argv=None):
     t_all = time.perf_counter()
     for size in args.sizes:
         for family in args.families:
-            rows += bench_model(Path(args.models), family, [size], args.steps, args.vjp, log)
+            rows += bench_model(Path(args.models), family, [size], args.steps, args.vjp, log, args.bridge_vjp)
             write(args, rows, out_lines, time.perf_counter() - t_all, partial=True)
     if not args.skip_analytic:
         from comfyui_inverse.benchmarks import latent_analytic
