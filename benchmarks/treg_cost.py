@@ -10,7 +10,8 @@ Rows (all through TReg Guider + SamplerTReg + guider.sample, as the nodes run th
 - TReg DC step: DC on every step (dc_every 1, dc_until 1), AN off: decode → 5 CG → encode → re-noise;
 - TReg DC+AN step: as above with AN (10 Adam steps + one CLIP ViT-L forward);
 - TReg DPS step: DC off, use_dps: backprop through the VAE decoder and the UNet.
-Wall time per step = (T(n) − T(1)) / (n − 1) after a warm-up run, so per-run costs cancel. Peak
+Time per step = (T(n) − T(1)) / (n − 1) after a warm-up run, so per-run costs cancel; CPU time
+(process_time) and wall time. Peak
 memory = Linux peak RSS (VmHWM, reset via /proc/self/clear_refs) minus the RSS before the run
 (after gc + malloc_trim): the extra memory one run needs on top of the loaded models.
 The whole-schedule cost combines the per-step times with the DC schedule (dc_schedule).
@@ -151,22 +152,25 @@ def main(argv=None):
             release_free_memory()
             before = proc_kb("VmRSS")
             reset_peak()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run_guided(model, guider, sampler, sigmas, latent, seed=0)
-            return time.perf_counter() - start, max(0, proc_kb("VmHWM") - before)
+            wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            return wall, cpu, max(0, proc_kb("VmHWM") - before)
 
-        results = {}
+        results = {}  # name -> (wall s/step, CPU s/step, peak MiB)
         for name, make in rows:
             timed(make, 1)  # warm-up: loads, caches
-            t1, _ = timed(make, 1)
-            tn, peak = timed(make, args.steps)
-            results[name] = ((tn - t1) / (args.steps - 1), peak / 1024.0)
-            print(f"{name}: {results[name][0]:.3f} s/step, peak +{results[name][1]:.0f} MiB", flush=True)
+            w1, c1, _ = timed(make, 1)
+            wn, cn, peak = timed(make, args.steps)
+            results[name] = ((wn - w1) / (args.steps - 1), (cn - c1) / (args.steps - 1), peak / 1024.0)
+            print(f"{name}: {results[name][0]:.3f} s/step wall, {results[name][1]:.3f} CPU s/step, "
+                  f"peak +{results[name][2]:.0f} MiB", flush=True)
 
-    euler = results["stock Euler step (CFG)"][0]
-    plain = results["TReg plain step (DDIM + CFG)"][0]
-    dc = results["TReg DC step (decode, 5 CG, encode, re-noise)"][0]
-    dc_an = results["TReg DC + AN step (+ CLIP ViT-L, 10 Adam)"][0]
+    # Ratios and schedule estimates use CPU seconds: on a shared machine wall time mostly measures the neighbours.
+    euler = results["stock Euler step (CFG)"][1]
+    plain = results["TReg plain step (DDIM + CFG)"][1]
+    dc = results["TReg DC step (decode, 5 CG, encode, re-noise)"][1]
+    dc_an = results["TReg DC + AN step (+ CLIP ViT-L, 10 Adam)"][1]
 
     def schedule_cost(steps):
         n_dc = sum(dc_schedule(steps, PAPER_DEFAULTS["dc_every"], PAPER_DEFAULTS["dc_until"]))
@@ -184,14 +188,17 @@ def main(argv=None):
         "83.7 M) and CLIP ViT-L/14 vision (304 M) are full size, fp32. So the DC/AN overheads below are real-size "
         "components next to a toy UNet: on a real SD1.5 the UNet dominates and the ratios shrink.",
         "",
-        "| step | s / step | × stock Euler | peak RSS over the run's start (MiB) |",
-        "|---|---|---|---|",
+        "Times: CPU seconds of this process per step (both threads; robust to other load) and wall seconds "
+        "(noisy here). Ratios use CPU seconds. Peak: extra resident memory one run needs on top of the loaded models.",
+        "",
+        "| step | CPU s / step | wall s / step | × stock Euler (CPU) | peak RSS over the run's start (MiB) |",
+        "|---|---|---|---|---|",
     ]
-    for name, (seconds, peak) in results.items():
-        lines.append(f"| {name} | {seconds:.3f} | {seconds / euler:.1f} | {peak:.0f} |")
-    lines += ["", f"AN alone (DC+AN − DC): {dc_an - dc:.3f} s per DC step.", "",
-              "## Whole schedule (dc_every 3, dc_until 0.85)", "",
-              "| schedule | steps | DC+AN steps | est. time (s) | stock Euler, same steps (s) | ratio |", "|---|---|---|---|---|---|"]
+    for name, (wall, cpu, peak) in results.items():
+        lines.append(f"| {name} | {cpu:.3f} | {wall:.3f} | {cpu / euler:.1f} | {peak:.0f} |")
+    lines += ["", f"AN alone (DC+AN − DC): {dc_an - dc:.3f} CPU s per DC step.", "",
+              "## Whole schedule (dc_every 3, dc_until 0.85), from the CPU s / step above", "",
+              "| schedule | steps | DC+AN steps | est. CPU s | stock Euler, same steps (CPU s) | ratio |", "|---|---|---|---|---|---|"]
     for label, steps in (("paper", 200), ("TReg Solve default", 100), ("short", 50)):
         n_dc, cost = schedule_cost(steps)
         lines.append(f"| {label} | {steps} | {n_dc} | {cost:.1f} | {steps * euler:.1f} | {cost / (steps * euler):.1f} |")

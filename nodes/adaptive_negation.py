@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 import comfy.conds
+import comfy.model_management
 import comfy.patcher_extension
 import torch
 from comfy_api.latest import io
@@ -33,9 +34,10 @@ WRAPPER_KEY = "comfyui_inverse_adaptive_negation"
 class NegationPatch:
     """State shared by the three hooks of one patched MODEL."""
 
-    def __init__(self, negation: AdaptiveNegation, columns: tuple[int, int], vae, every: int, until: float,
-                 measurement=None):
+    def __init__(self, negation: AdaptiveNegation, columns: tuple[int, int], vae, clip_vision, every: int,
+                 until: float, measurement=None):
         self.negation = negation
+        self.clip_vision = clip_vision
         self.columns = columns
         self.vae = vae
         self.every = every
@@ -89,7 +91,12 @@ class NegationPatch:
             return denoised
         self.updated_step = step
         with torch.no_grad():
-            bridge = VaeBridge(self.vae, args["model"].latent_format)
+            base = args["model"]
+            patchers = [self.vae.patcher, self.clip_vision.patcher]
+            if getattr(base, "current_patcher", None) is not None:
+                patchers.insert(0, base.current_patcher)  # keep the UNet loaded alongside
+            comfy.model_management.load_models_gpu(patchers)
+            bridge = VaeBridge(self.vae, base.latent_format)
             pixels = bridge.decode(denoised.detach().float())
             if self.measurement is not None:
                 y = signed_measurement(self.measurement, denoised.shape, bridge.downscale, pixels.device)
@@ -116,7 +123,7 @@ def patch_model(model, clip_vision, vae, an_steps, an_lr, an_method, every, unti
     negation = AdaptiveNegation(torch.zeros(1, 1, width), clip_image_embedder(clip_vision), lr=an_lr,
                                 steps=an_steps, method=an_method)
     negation.check_image_embedding_width(width)
-    state = NegationPatch(negation, (variant.start, variant.stop), vae, every, until, measurement)
+    state = NegationPatch(negation, (variant.start, variant.stop), vae, clip_vision, every, until, measurement)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, state.outer_sample)
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, state.calc_cond_batch)

@@ -39,6 +39,7 @@ class TRegGuider(comfy.samplers.CFGGuider):
     def __init__(self, model_patcher, negation: AdaptiveNegation | None = None):
         super().__init__(model_patcher)
         self.treg_negation = negation
+        self.treg_clip_vision = None  # loaded together with the UNet and VAE by SamplerTReg
         self.treg_null_uuid = None
 
     def set_conds(self, positive, negative):
@@ -97,6 +98,7 @@ def build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_
         negation.check_image_embedding_width(width)
         log.info("TReg adaptive negation acts on the %s", variant.describe())
     guider = TRegGuider(model, negation)
+    guider.treg_clip_vision = clip_vision if negation is not None else None
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
     return guider

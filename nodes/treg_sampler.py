@@ -41,10 +41,13 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
         extra_args["denoise_mask"] = None
     bridge = VaeBridge(vae, base.latent_format)
     y = signed_measurement(measurement, x.shape, bridge.downscale, x.device)
-    comfy.model_management.load_models_gpu([guider.model_patcher, vae.patcher])
-    bridge.load()
+    # Load UNet, VAE and CLIP vision together: loading one later alone may evict another on a small GPU.
+    clip_vision = getattr(guider, "treg_clip_vision", None)
+    comfy.model_management.load_models_gpu(
+        [guider.model_patcher, vae.patcher] + ([clip_vision.patcher] if clip_vision is not None else []))
     dps_denoise = None
-    if use_dps:
+    if use_dps:  # only DPS backpropagates: keep ComfyUI's inference weights otherwise
+        bridge.load()
         make_differentiable(base.diffusion_model)
 
         def dps_denoise(x_in, sigma_b, null_embedding):
