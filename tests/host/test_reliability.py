@@ -353,6 +353,7 @@ def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, tiny
         assert error.details.get("exception_type", "").endswith("ValueError"), (
             f"{row.id}: {error.details.get('exception_type')} instead of a ValueError: {error.exception_message}")
         message = error.exception_message
+    print(f"\n[{row.id}] {row.node}: {message}")
     assert_readable(message, row)
 
     prompt, out = followup_prompt(row, tiny_models, seed=abs(hash(row.id)) % 10_000)
@@ -467,19 +468,22 @@ def test_cancel_stops_within_one_step_and_frees_memory(server, tiny_models, solv
 
 
 def test_twenty_queued_prompts_complete_without_memory_growth(server, tiny_models, record_property):
-    """20 different solves queued at once; RSS after them vs after 3 warm-up solves.
+    """20 different solves (TReg and C-ΠGDM alternating) queued at once; server RSS after them vs
+    after 4 warm-up solves.
 
-    Bound: 48 MB. One solve at 64×64 allocates < 1 MB of tensors; what the allocator keeps is
-    fragmentation, not a per-prompt leak. A leak of the smallest object a solver keeps (the
-    measurement, ~50 kB, or a cached operator) 20 times would not show, so we also check the
-    trend: the last 10 prompts may not grow RSS more than the first 10 did plus 8 MB."""
+    Bound: 48 MB. One solve at 64×64 allocates < 1 MB of tensors, so a per-prompt leak of a solver's
+    working set would need 50+ prompts to show; what 48 MB allows is allocator fragmentation. A
+    leak of the models (a copy per prompt: ~20 MB for the tiny UNet's differentiable copy, ~10 MB
+    for a VAE) would exceed it. We also check the trend: the last 10 prompts may not grow RSS more
+    than the first 10 did plus 8 MB."""
     def prompt(seed):
-        graph = solver_graph(tiny_models, "treg", steps=1, seed=seed, prefix="load")
+        solver = "treg" if seed % 2 == 0 else "conjugate"
+        graph = with_models(tiny_models, solver_graph(tiny_models, solver, steps=1, seed=seed, prefix="load"))
         graph["deg"]["inputs"]["seed"] = seed  # a new measurement each time: nothing is cached
         graph["solve"]["inputs"]["cfg"] = 1.0  # one UNet call per step: the loop, not the model, is tested
         return graph
 
-    for seed in range(3):
+    for seed in range(4):
         server.run(prompt(1000 + seed), timeout=TIMEOUT)
     rss_warm = server_rss(server)
     ids = [server.queue(prompt(seed)) for seed in range(20)]
@@ -503,9 +507,13 @@ def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_
 
     prompt = solver_graph(tiny_models, "treg", steps=2, seed=1234, prefix="determinism")
     prompt["deg"]["inputs"]["sigma_y"] = 0.05  # seeded measurement noise too
+    prompt["solve2"] = conjugate_solve(steps=2, seed=1234)  # both solvers, one prompt
+    prompt["save2"] = {"class_type": "SaveImage", "inputs": {"images": ["solve2", 0],
+                                                             "filename_prefix": "determinism_conjugate"}}
+    outputs = ("save", "save2")
     first = server.run(prompt, timeout=TIMEOUT)
-    first_bytes = [server.download(item) for item in server.files(first, "save")]
-    first_pixels = server.images(first, "save")
+    first_bytes = [server.download(item) for out in outputs for item in server.files(first, out)]
+    first_pixels = [image for out in outputs for image in server.images(first, out)]
 
     base = tmp_path / "second"
     (base / "models").mkdir(parents=True)
@@ -517,9 +525,10 @@ def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_
     with second:
         other = HostComfy(second)
         again = other.run(prompt, timeout=TIMEOUT)
-        second_bytes = [other.download(item) for item in other.files(again, "save")]
-        second_pixels = other.images(again, "save")
-    assert len(first_pixels) == len(second_pixels) == 1
-    assert np.array_equal(first_pixels[0], second_pixels[0]), (
-        f"max pixel difference {np.abs(first_pixels[0] - second_pixels[0]).max() * 255:.1f}/255")
+        second_bytes = [other.download(item) for out in outputs for item in other.files(again, out)]
+        second_pixels = [image for out in outputs for image in other.images(again, out)]
+    assert len(first_pixels) == len(second_pixels) == 2
+    for name, a, b in zip(outputs, first_pixels, second_pixels):
+        assert np.array_equal(a, b), f"{name}: max pixel difference {np.abs(a - b).max() * 255:.1f}/255"
+    assert not np.array_equal(first_pixels[0], first_pixels[1])  # two different results were compared
     assert first_bytes == second_bytes  # PNG bytes too (same metadata: same prompt)
