@@ -15,6 +15,8 @@ it as written. σ_y is taken in the units of y (our y = Hx + σ_y n, no factor 2
 
 from __future__ import annotations
 
+import torch
+
 from .coefficients import vp_coefficients
 from .common import Run
 
@@ -41,6 +43,8 @@ def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: flo
     P = problem.project
     M = problem.noise_cov
     hy = problem.pinv_y.to(run.work)
+    if noisy:
+        _check_noisy_correction(coefs, M, hy, sigma_y, w)
     m_hy = M(hy) if noisy else None
     use_jac = run.vjp.name != "none" and w != 0.0
 
@@ -76,3 +80,30 @@ def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: flo
     last = coefs[-1]
     x = (zperp + unmap(zpar, last.kappa_next)) / last.mu_next
     return run.output(x)
+
+
+def _spectral_norm(apply, like: torch.Tensor, iters: int = 20) -> float:
+    """‖M‖ by power iteration from a fixed-seed vector (the caller's generator is untouched)."""
+    v = torch.randn(like.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    v = v.to(device=like.device, dtype=like.dtype)
+    norm = 0.0
+    for _ in range(iters):
+        v = apply(v / v.norm().clamp_min(1e-300))
+        norm = float(v.norm())
+    return norm
+
+
+def _check_noisy_correction(coefs, M, hy, sigma_y, w) -> None:
+    """The c3·M map and its one-term Neumann inverse need |κ|·‖M‖ < 1 (κ = c3/e^{c1+c2}).
+
+    Ill-conditioned operators (e.g. a deblur keeping singular values down to 0.03, ‖M‖ ~ 1e5)
+    break this and the released heuristic diverges; refuse instead of returning NaNs.
+    """
+    kappa = max(max(abs(c.kappa), abs(c.kappa_next)) for c in coefs)
+    norm_m = _spectral_norm(M, hy[:1])
+    if kappa * norm_m >= 0.5:
+        raise ValueError(
+            f"noisy C-ΠGDM (sigma_y={sigma_y:g}, w={w:g}) is unstable for this operator: the σ_y correction "
+            f"max|c3|·‖H⁺(H⁺)ᵀ‖ = {kappa:.2e}·{norm_m:.3g} = {kappa * norm_m:.3g} must be < 0.5. Lower w or "
+            "sigma_y, raise the operator's singular-value threshold, or run the noiseless sampler (sigma_y=0)."
+        )

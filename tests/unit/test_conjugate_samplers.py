@@ -287,6 +287,10 @@ def test_noisy_defaults_and_sigma_end_zero(prior, truth):
     plain = cpgdm(den, prob, sig, xs, vjp=vjp, w=2.0, lam=-0.15, sigma_y=0.0)
     diff = float((noisy - plain).norm() / plain.norm())
     assert 1e-5 < diff < 0.2  # a small first-order correction, not nothing and not a blow-up
+    # the heuristic c3·M map diverges when |κ|·‖M‖ ≥ 1 (ill-conditioned deblur, ‖M‖ ~ 1e5): refused
+    blur_prob, _ = _problem(GaussianBlur(1.0), truth, 2, sigma_y=0.05)
+    with pytest.raises(ValueError, match="unstable"):
+        cpgdm(den, blur_prob, sig, vjp=vjp, generator=torch.Generator().manual_seed(0))
     # a ComfyUI-style grid ending in σ = 0: the model is never called at 0, the output is finite
     seen = []
 
