@@ -179,7 +179,7 @@ def _check_operator_fits(operator, shape: tuple, check) -> None:
     try:
         check(shape, "image")
     except ValueError as err:
-        if isinstance(operator, ops.Inpainting) and "mask" in str(err):
+        if isinstance(operator, ops.Inpainting) and tuple(operator.missing.shape[-2:]) != tuple(shape[-2:]):
             raise ValueError(f"{err} In the Inpainting Operator node: turn on resize_mask_to_image and connect "
                              "this image to its `image` input.") from err
         raise
