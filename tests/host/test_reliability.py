@@ -225,6 +225,7 @@ class Row:
     status: str = "execution"          # "execution" (execution_error) or "validation" (HTTP 400)
     input_name: str | None = None      # for validation rows: the input node_errors must name
     followup: str = "degrade"          # the valid prompt that must then succeed: "degrade" or a solver
+    forbidden: tuple = ()              # words that would point the user to a wrong fix
     marks: tuple = field(default_factory=tuple)
 
 
@@ -239,7 +240,7 @@ ROWS = [
     Row("mask_shape_differs", lambda t: with_mask(degrade_graph(), 1.0, 32, 32), "InverseDegradeImage",
         ("mask", "32×32", "64×64", "resize_mask_to_image")),
     Row("mask_batch_differs", lambda t: mask_batch_graph(3, 2), "InverseDegradeImage",
-        ("batch is 3", "mask batch is 2", ("one mask", "3 masks"))),
+        ("batch is 3", "mask batch is 2", ("one mask", "3 masks")), forbidden=("resize_mask_to_image",)),
     Row("psnr_batch_3_vs_2", lambda t: metric_graph("InversePSNR", empty_image(batch=3), empty_image(batch=2)),
         "InversePSNR", ("reference", "(2, 3, 64, 64)", "same size and batch")),
     Row("ssim_size_differs", lambda t: metric_graph("InverseSSIM", empty_image(), empty_image(width=32)),
@@ -310,6 +311,8 @@ def _has(message: str, word) -> bool:
 def assert_readable(message: str, row: Row) -> None:
     missing = [w for w in row.words if not _has(message, w)]
     assert not missing, f"{row.id}: message lacks {missing}:\n{message}"
+    wrong = [w for w in row.forbidden if _has(message, w)]
+    assert not wrong, f"{row.id}: message suggests a wrong fix {wrong}:\n{message}"
     assert not message.lstrip().startswith("Traceback"), f"{row.id}: a bare traceback:\n{message}"
     assert 'File "' not in message, f"{row.id}: traceback lines in the message:\n{message}"
     assert len(message) < 700, f"{row.id}: message too long ({len(message)} chars) to read in the UI"
@@ -507,7 +510,9 @@ def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_
 
     prompt = solver_graph(tiny_models, "treg", steps=2, seed=1234, prefix="determinism")
     prompt["deg"]["inputs"]["sigma_y"] = 0.05  # seeded measurement noise too
-    prompt["solve2"] = conjugate_solve(steps=2, seed=1234)  # both solvers, one prompt
+    # Both solvers in one prompt; C-ΠGDM on a noiseless measurement (w=15 with noise is refused as unstable).
+    prompt["deg2"] = degrade(sigma_y=0.0)
+    prompt["solve2"] = conjugate_solve(steps=2, seed=1234, measurement=("deg2", 0))
     prompt["save2"] = {"class_type": "SaveImage", "inputs": {"images": ["solve2", 0],
                                                              "filename_prefix": "determinism_conjugate"}}
     outputs = ("save", "save2")
