@@ -76,7 +76,7 @@ def load(models_dir: Path, family: str):
 def conds(family: str, torch):
     width, tokens, extra = {"sd15": (768, 77, {}), "sdxl": (2048, 77, {"pooled_output": torch.zeros(1, 1280)}),
                             "sd3": (4096, 77, {"pooled_output": torch.zeros(1, 2048)}),
-                            "flux": (4096, 256, {"pooled_output": torch.zeros(1, 768), "guidance": 3.5})}[family]
+                            "flux": (4096, 256, {"pooled_output": torch.zeros(1, 2048), "guidance": 3.5})}[family]
     return [[torch.zeros(1, tokens, width), extra]]
 
 
