@@ -9,7 +9,8 @@ calls afterwards. Times are user CPU time with one torch thread (default), so a 
 does not distort them; kernel time (page faults of fresh buffers) is shown apart. Peak memory is the process's peak RSS above the RSS before the call (Linux
 VmHWM, reset through /proc/self/clear_refs), so it counts every temporary, cached or not.
 Slopes are least-squares fits of log(time) on log(N) over the sizes >= 512 (256² calls are
-dominated by fixed per-call costs). Expected: ≈ 1 for elementwise/FFT paths (N log N shows as
+dominated by fixed per-call costs). Peak memory below ~50 MB is mostly reused heap and shows as
+0, so it is given per pixel at the largest size rather than as a slope. Expected: ≈ 1 for elementwise/FFT paths (N log N shows as
 1.0–1.1); ≈ 1.5 for dense 1-D matrices applied per axis (n×n·n = N^1.5); ≈ 1.5 for a dense
 per-axis SVD build (n³ = N^1.5).
 """
@@ -199,11 +200,11 @@ def table(sizes, op_rows, solver_rows_) -> str:
             f"{' / '.join(ms(v) for v in r['build'])} | {r['sys'][-1] * 1e3:.0f} | {r['mem'][-1]:.0f} | {fit_slope(sizes, r['H']):.2f} | "
             f"{fit_slope(sizes, r['pinv']):.2f} | {fit_slope(sizes, r['build']):.2f} |")
     lines += ["", "### Solver steps (pure samplers/, cheap linear denoiser)", "",
-              f"| step | time ms: {head} | kernel ms at {sizes[-1]}² | peak MB: {head} | slope time | slope memory |", "|---|---|---|---|---|---|"]
+              f"| step | time ms: {head} | kernel ms at {sizes[-1]}² | peak MB: {head} | peak bytes/pixel at {sizes[-1]}² | slope time |", "|---|---|---|---|---|---|"]
     for r in solver_rows_:
         lines.append(f"| {r['name']} | {' / '.join(ms(v) for v in r['H'])} | {r['sys'][-1] * 1e3:.0f} | "
-                     f"{' / '.join(f'{v:.0f}' for v in r['mem'])} | {fit_slope(sizes, r['H']):.2f} | "
-                     f"{fit_slope(sizes, r['mem']):.2f} |")
+                     f"{' / '.join(f'{v:.0f}' for v in r['mem'])} | {r['mem'][-1] * 2**20 / sizes[-1] ** 2:.0f} | "
+                     f"{fit_slope(sizes, r['H']):.2f} |")
     return "\n".join(lines)
 
 
