@@ -21,6 +21,7 @@ import latent_preview
 
 from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
+from .limits import check_solver_memory
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind, model_sampling_of
 from .presets import PRESET_NAMES, preset
 from .types import Measurement, MeasurementType
@@ -54,7 +55,12 @@ def check_measurement(measurement, latent_shape, downscale: int) -> None:
     if not isinstance(measurement, Measurement):
         raise ValueError("measurement: expected a MEASUREMENT (from Degrade Image or Measurement From Image), "
                          f"got {type(measurement).__name__}.")
-    b, _, h, w = measurement.image_shape
+    b, c, h, w = measurement.image_shape
+    if c != 3:
+        raise ValueError(
+            f"measurement: the unknown image has {c} channels; the solvers restore RGB images (3 channels). "
+            "Remove the alpha channel (e.g. with Split Image with Alpha) before making the measurement."
+        )
     if h % downscale or w % downscale:
         raise ValueError(
             f"measurement: the restored image would be {w}×{h} pixels, but the VAE needs multiples of {downscale}. "
@@ -151,6 +157,8 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
         raise ValueError(f"start: unknown choice {start!r}; choose one of {START_CHOICES}.")
     if vae is None:
         raise ValueError("vae: no VAE connected. Connect the VAE of the model (e.g. from Load Checkpoint or Load VAE).")
+    if isinstance(measurement, Measurement):
+        check_solver_memory(vae, measurement, with_grad=(vjp == "autograd" and resolve_bridge(bridge_mode) == "pixel_bridge"))
     options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
                "vjp": vjp, "bridge_mode": bridge_mode, "start": start}
     return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
@@ -290,6 +298,7 @@ class InverseInitLatent(io.ComfyNode):
         bridge = VaeBridge(vae, base.latent_format)
         b, _, h, w = measurement.image_shape if isinstance(measurement, Measurement) else (0, 0, 0, 0)
         check_measurement(measurement, (b, 0, h // bridge.downscale, w // bridge.downscale), bridge.downscale)
+        check_solver_memory(vae, measurement)
         bridge.load()
         pixels = measurement.operator.pinv(measurement.to_signed()).to(bridge.vae.device)
         with torch.no_grad():

@@ -70,7 +70,8 @@ def check_measurement_image(measurement: Measurement, downscale: int) -> tuple[i
         raise ValueError("measurement: expected a MEASUREMENT (from Degrade Image or Measurement From Image).")
     batch, channels, height, width = (int(v) for v in measurement.image_shape)
     if channels != 3:
-        raise ValueError(f"measurement: the unknown image has {channels} channels; TReg restores RGB images (3 channels).")
+        raise ValueError(f"measurement: the unknown image has {channels} channels; TReg restores RGB images (3 channels). "
+                         "Remove the alpha channel (e.g. with Split Image with Alpha) before making the measurement.")
     if height % downscale or width % downscale:
         raise ValueError(
             f"measurement: the image is {width}×{height} but the VAE works on multiples of {downscale} pixels. "

@@ -14,6 +14,7 @@ from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, run_treg_ksampler
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
+from .limits import check_solver_memory
 from .treg_common import check_measurement_image, signed_measurement
 from .treg_guider import CATEGORY, build_treg_guider, guider_inputs, null_prediction
 from .types import MeasurementType
@@ -66,6 +67,7 @@ def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda,
     if vae is None:
         raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
     check_measurement_image(measurement, 8 if not isinstance(getattr(vae, "downscale_ratio", 8), int) else vae.downscale_ratio)
+    check_solver_memory(vae, measurement, with_grad=bool(use_dps))
     options = dict(measurement=measurement, vae=vae, dc_every=int(dc_every), dc_until=float(dc_until),
                    cg_iters=int(cg_iters), cg_lambda=float(cg_lambda), use_dps=bool(use_dps), dps_scale=float(dps_scale))
     return comfy.samplers.KSAMPLER(treg_sampler_function, extra_options=options)
