@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 
 from ..operators.latent import to_latent_grid
+from .problem import ProjectorProblem
 
 BRIDGE_MODES = ("latent_surrogate", "pixel_bridge")
 
@@ -50,7 +51,7 @@ def _check_latent(latent: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} must be a floating-point B×C×h×w latent tensor, got {getattr(latent, 'shape', type(latent))}.")
 
 
-class LatentSurrogateProblem:
+class LatentSurrogateProblem(ProjectorProblem):
     """y_lat ≈ H_lat z with a latent-grid operator H_lat and target P_lat·z_target.
 
     `target_latent` is the encoded pseudo-inverse E(H⁺y) (processed latent), B×C×h×w.
@@ -66,15 +67,6 @@ class LatentSurrogateProblem:
         self.sigma_y = float(sigma_y)
         self.target = target_latent
         self.pinv_y = latent_operator.project(target_latent)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.operator.project(x)
-
-    def residual(self, x0_hat: torch.Tensor) -> torch.Tensor:
-        return self.pinv_y.to(x0_hat.dtype) - self.operator.project(x0_hat)
-
-    def noise_cov(self, x: torch.Tensor) -> torch.Tensor:
-        return self.operator.pinv(self.operator.pinv_adjoint(x))
 
     def fidelity(self, x0_hat: torch.Tensor):
         """(P_lat(target − x̂0), ‖P_lat(target − x̂0)‖): the latent-grid data term (for DPS)."""

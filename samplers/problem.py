@@ -18,7 +18,23 @@ from __future__ import annotations
 import torch
 
 
-class OperatorProblem:
+class ProjectorProblem:
+    """The shared part: P, the target H⁺y and M from an exact `operator` and `self.pinv_y`."""
+
+    operator = None
+    pinv_y: torch.Tensor
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.operator.project(x)
+
+    def residual(self, x0_hat: torch.Tensor) -> torch.Tensor:
+        return self.pinv_y.to(x0_hat.dtype) - self.operator.project(x0_hat)
+
+    def noise_cov(self, x: torch.Tensor) -> torch.Tensor:
+        return self.operator.pinv(self.operator.pinv_adjoint(x))
+
+
+class OperatorProblem(ProjectorProblem):
     """Pixel-space problem for y = H x0 + σ_y n with an exact `LinearOperator` H."""
 
     def __init__(self, operator, y: torch.Tensor, sigma_y: float = 0.0):
@@ -30,15 +46,6 @@ class OperatorProblem:
         self.y = y
         self.sigma_y = float(sigma_y)
         self.pinv_y = operator.pinv(y)
-
-    def project(self, x: torch.Tensor) -> torch.Tensor:
-        return self.operator.project(x)
-
-    def residual(self, x0_hat: torch.Tensor) -> torch.Tensor:
-        return self.pinv_y.to(x0_hat.dtype) - self.operator.project(x0_hat)
-
-    def noise_cov(self, x: torch.Tensor) -> torch.Tensor:
-        return self.operator.pinv(self.operator.pinv_adjoint(x))
 
     def fidelity(self, x0_hat: torch.Tensor):
         r = self.y.to(x0_hat.dtype) - self.operator.forward(x0_hat)
