@@ -16,6 +16,8 @@ from comfyui_inverse.samplers import (OperatorProblem, cpgdm, cpgfm, ddim, dense
                                       gaussian_prior, measurement_start, mixture_prior, pigdm, vp_sigmas_uniform_t)
 from comfyui_inverse.samplers import schedules as sch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPE = (3, 8, 8)
 
 
@@ -33,13 +35,6 @@ OPERATORS = {
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy 2-core box; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 @pytest.fixture(scope="module")
 def prior():

@@ -28,6 +28,8 @@ from comfyui_inverse.operators import (
     to_latent_grid,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DTYPES = [torch.float32, torch.float64]
 BLUR_T = 3e-2  # default blur threshold: gains ≥ 0.03 are kept
 
@@ -136,14 +138,6 @@ def make(name, shape, dtype, data, seed=0):
     return op, x, x2, y, kappa
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add sync overhead (badly so on a busy
-    2-core machine). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name,shape,dtype,data", PARAMS)

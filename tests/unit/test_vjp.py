@@ -6,17 +6,12 @@ import torch
 from comfyui_inverse.samplers import (AutogradUnavailable, AutogradVJP, FiniteDifferenceVJP, NoJacobian,
                                       mixture_prior)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SHAPE = (3, 4, 4)
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin-waiting on a busy 2-core box; restored after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 @pytest.fixture(scope="module")
 def prior():
