@@ -21,6 +21,7 @@ import latent_preview
 
 from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
+from .convert import check_finite
 from .limits import check_solver_memory
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind, model_sampling_of
 from .presets import PRESET_NAMES, preset
@@ -150,6 +151,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
 
 
 def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto"):
+    check_finite(w=w, lam=lam)
     if vjp not in VJP_MODES:
         raise ValueError(f"vjp: unknown mode {vjp!r}; choose one of {VJP_MODES}.")
     resolve_bridge(bridge_mode)
@@ -348,6 +350,7 @@ class InverseSolveConjugate(io.ComfyNode):
 def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
           vjp="autograd", bridge_mode="auto"):
     """The all-in-one path: stock CFGGuider + our SAMPLER + sigmas, as SamplerCustomAdvanced runs them."""
+    check_finite(cfg=cfg, w=w, lam=lam, start=start)
     ms = model_sampling_of(model)
     kind = model_kind(ms)
     if not isinstance(measurement, Measurement):

@@ -1,6 +1,8 @@
-"""ComfyUI IMAGE (B×H×W×C in [0, 1]) ↔ operator tensors (B×C×H×W)."""
+"""ComfyUI IMAGE (B×H×W×C in [0, 1]) ↔ operator tensors (B×C×H×W), and widget-value checks."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -20,3 +22,10 @@ def bchw_to_image(x: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         x = x.expand(-1, 3, -1, -1)
     x = x.movedim(1, -1).to(torch.float32).contiguous()
     return x.clamp(0.0, 1.0) if clamp else x
+
+
+def check_finite(**values) -> None:
+    """NaN passes ComfyUI's min/max validation (every comparison is False): refuse it by name."""
+    for name, value in values.items():
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{name}: must be a finite number, got {value}. Set the widget to a number (NaN and Inf are not allowed).")

@@ -11,6 +11,7 @@ from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS
 from ..samplers.treg_negation import AN_METHODS, AdaptiveNegation
+from .convert import check_finite
 from .treg_common import check_vp_family, clip_image_embedder, negation_variant
 
 log = logging.getLogger("comfyui-inverse")
@@ -68,6 +69,7 @@ def null_prediction(guider, x, sigma, model_options) -> torch.Tensor:
 
 
 def build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_lr, an_method) -> TRegGuider:
+    check_finite(cfg=cfg, an_lr=an_lr)
     check_vp_family(model, "TReg")
     if not negative:
         raise ValueError(

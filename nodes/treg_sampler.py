@@ -14,6 +14,7 @@ from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, run_treg_ksampler
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
+from .convert import check_finite
 from .limits import check_solver_memory
 from .treg_common import check_measurement_image, signed_measurement
 from .treg_guider import CATEGORY, build_treg_guider, guider_inputs, null_prediction
@@ -64,6 +65,7 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
 
 
 def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale=0.0):
+    check_finite(dc_until=dc_until, cg_lambda=cg_lambda, dps_scale=dps_scale)
     if vae is None:
         raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
     check_measurement_image(measurement, 8 if not isinstance(getattr(vae, "downscale_ratio", 8), int) else vae.downscale_ratio)

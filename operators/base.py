@@ -103,7 +103,7 @@ class LinearOperator:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """y = H x + σ_y·n with n ~ N(0, I) drawn from `generator` (same seed → same y)."""
-        if sigma_y < 0:
+        if not sigma_y >= 0:  # also refuses NaN
             raise ValueError(f"sigma_y must be >= 0, got {sigma_y}. Use 0 for a noiseless measurement.")
         _check_tensor(x, "image")
         self.check_input(tuple(x.shape))
