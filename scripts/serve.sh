@@ -5,6 +5,9 @@
 #   PORT=8188                 port for the UI (http://127.0.0.1:$PORT)
 #   WORKFLOW=path.json        workflow for the headless run (default: the first workflows/*.json;
 #                             none: skip). Its outputs go to $INVERSE_HOME/base/output/headless.
+#                             When the default workflow's checkpoint is not in base/models, the run
+#                             uses a tiny RANDOM-WEIGHT stand-in (tiny_sd15.safetensors): it proves
+#                             the install end to end; put a real SD1.5 checkpoint there for real results.
 #   INVERSE_HOME=...          where setup.sh put the venv and ComfyUI (default ~/.cache/comfyui-inverse)
 #   COMFYUI_PATH=...          use your own ComfyUI tree instead
 # Extra arguments go to ComfyUI's main.py.
@@ -40,8 +43,17 @@ if [[ -f "$REPO/__main__.py" ]]; then
                     | sort | head -n 1)"
     fi
     if [[ -n "$workflow" ]]; then
+        cp -n "$REPO"/workflows/inputs/* "$BASE/input/" 2>/dev/null || true  # the workflows' sample photo
+        run_args=()
+        if [[ -z "${WORKFLOW+set}" && ! -e "$BASE/models/checkpoints/v1-5-pruned-emaonly.safetensors" ]]; then
+            echo "== no v1-5-pruned-emaonly.safetensors in $BASE/models/checkpoints: using a tiny random-weight stand-in"
+            [[ -e "$BASE/models/checkpoints/tiny_sd15.safetensors" ]] || \
+                "$PY" "$REPO/tests/host/tiny_models.py" build --comfy "$COMFY" --models "$BASE/models" \
+                    --only sd15_ckpt >/dev/null
+            run_args=(--ckpt tiny_sd15.safetensors)
+        fi
         echo "== headless run of $workflow (python -m comfyui_inverse run)"
-        if ! "$PY" -m comfyui_inverse run "$workflow" --base-dir "$BASE" \
+        if ! "$PY" -m comfyui_inverse run "$workflow" --base-dir "$BASE" "${run_args[@]}" \
                 --out "$BASE/output/headless"; then
             echo "== the headless run failed (see above); starting the UI anyway" >&2
         fi

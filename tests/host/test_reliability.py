@@ -500,7 +500,9 @@ def test_twenty_queued_prompts_complete_without_memory_growth(server, tiny_model
           f"(growth {growth / 2**20:+.1f} MB); per prompt: "
           + ", ".join(f"{s / 2**20:.0f}" for s in samples))
     assert growth < 48 * 2**20
-    assert (samples[-1] - samples[9]) < (samples[9] - rss_warm) + 8 * 2**20
+    # Trend: the last 10 may not grow more than the first 10 did (RSS can also shrink when ComfyUI
+    # frees or offloads models; a shrink is no growth allowance, hence the max with 0).
+    assert (samples[-1] - samples[9]) < max(samples[9] - rss_warm, 0) + 8 * 2**20
 
 
 def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_path):
