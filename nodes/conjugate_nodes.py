@@ -25,7 +25,7 @@ from .convert import check_finite
 from .limits import check_solver_memory
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind, model_sampling_of
 from .presets import PRESET_NAMES, preset
-from .types import Measurement, MeasurementType
+from .types import Measurement, MeasurementType, check_measurement
 
 log = logging.getLogger("comfyui-inverse")
 
@@ -49,36 +49,6 @@ def resolve_bridge(mode: str) -> str:
     if mode not in BRIDGE_MODES:
         raise ValueError(f"bridge_mode: unknown mode {mode!r}; choose one of {BRIDGE_CHOICES}.")
     return mode
-
-
-def check_measurement(measurement, latent_shape, downscale: int) -> None:
-    """Measurement vs the latent being sampled: type, VAE-compatible size, matching size, batch."""
-    if not isinstance(measurement, Measurement):
-        raise ValueError("measurement: expected a MEASUREMENT (from Degrade Image or Measurement From Image), "
-                         f"got {type(measurement).__name__}.")
-    b, c, h, w = measurement.image_shape
-    if c != 3:
-        raise ValueError(
-            f"measurement: the unknown image has {c} channels; the solvers restore RGB images (3 channels). "
-            "Remove the alpha channel (e.g. with Split Image with Alpha) before making the measurement."
-        )
-    if h % downscale or w % downscale:
-        raise ValueError(
-            f"measurement: the restored image would be {w}×{h} pixels, but the VAE needs multiples of {downscale}. "
-            f"Crop or resize the input image to {w - w % downscale}×{h - h % downscale} (for super-resolution: a "
-            f"low-resolution size that is a multiple of {downscale} divided by the factor)."
-        )
-    lb, _, lh, lw = latent_shape
-    if (lh * downscale, lw * downscale) != (h, w):
-        raise ValueError(
-            f"latent_image: the latent is {lw}×{lh} ({lw * downscale}×{lh * downscale} pixels) but the measurement's "
-            f"image is {w}×{h}. Use an Empty Latent Image of width {w} and height {h}, or the Inverse Init Latent node."
-        )
-    if b not in (1, lb):
-        raise ValueError(
-            f"latent_image: batch of {lb} latents but the measurement holds {b} images. Use a latent batch of {b} "
-            "(one result per measured image) or a single measurement for the whole batch."
-        )
 
 
 def _expand_batch(y: torch.Tensor, batch: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 
 from ..samplers.treg_variants import choose_negation_variant, flow_model_refusal
 from .comfy_bridge import model_kind, model_sampling_of
-from .types import Measurement
+from .types import Measurement, check_measurement
 
 
 def model_name(model_patcher) -> str:
@@ -65,36 +65,10 @@ def negation_variant(model_patcher, clip_vision, token_width: int | None = None)
     return choose_negation_variant(token_width, width, model_name(model_patcher)), width
 
 
-def check_measurement_image(measurement: Measurement, downscale: int) -> tuple[int, int, int, int]:
-    if not isinstance(measurement, Measurement):
-        raise ValueError("measurement: expected a MEASUREMENT (from Degrade Image or Measurement From Image).")
-    batch, channels, height, width = (int(v) for v in measurement.image_shape)
-    if channels != 3:
-        raise ValueError(f"measurement: the unknown image has {channels} channels; TReg restores RGB images (3 channels). "
-                         "Remove the alpha channel (e.g. with Split Image with Alpha) before making the measurement.")
-    if height % downscale or width % downscale:
-        raise ValueError(
-            f"measurement: the image is {width}×{height} but the VAE works on multiples of {downscale} pixels. "
-            f"Crop or resize the image to {width - width % downscale}×{height - height % downscale} before making the measurement."
-        )
-    return batch, channels, height, width
-
-
 def signed_measurement(measurement: Measurement, latent_shape, downscale: int, device) -> torch.Tensor:
     """y on the [-1, 1] image scale, one per latent item; ValueError on size or batch mismatch."""
-    batch, _, height, width = check_measurement_image(measurement, downscale)
-    lat_batch, _, lat_h, lat_w = (int(v) for v in latent_shape)
-    if (lat_h * downscale, lat_w * downscale) != (height, width):
-        raise ValueError(
-            f"latent_image: the latent is {lat_w * downscale}×{lat_h * downscale} pixels but the measurement's image is "
-            f"{width}×{height}. Use an Empty Latent Image of {width}×{height}."
-        )
+    batch = check_measurement(measurement, latent_shape, downscale)[0]
     y = measurement.to_signed().to(device=device, dtype=torch.float32)
-    if batch != lat_batch:
-        if batch != 1:
-            raise ValueError(
-                f"latent_image: batch {lat_batch} but the measurement holds {batch} images. Set the Empty Latent "
-                f"Image batch_size to {batch} (or to any number for one measurement image)."
-            )
-        y = y.expand(lat_batch, *y.shape[1:]).contiguous()  # one observation, several samples
+    if batch != int(latent_shape[0]):  # one observation, several samples
+        y = y.expand(int(latent_shape[0]), *y.shape[1:]).contiguous()
     return y

@@ -16,9 +16,9 @@ from ..samplers.treg import PAPER_DEFAULTS, run_treg_ksampler
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
 from .convert import check_finite
 from .limits import check_solver_memory
-from .treg_common import check_measurement_image, signed_measurement
+from .treg_common import signed_measurement
 from .treg_guider import CATEGORY, build_treg_guider, guider_inputs, null_prediction
-from .types import MeasurementType
+from .types import MeasurementType, check_measurement_image
 from ..samplers.treg_variants import flow_model_refusal
 
 log = logging.getLogger("comfyui-inverse")
