@@ -24,6 +24,7 @@ PACK_ID, PACK_VERSION = "comfyui-inverse", "0.1.0"
 
 # Model file names the workflows ask for (the names most users have; tests map them to tiny files).
 SD15 = "v1-5-pruned-emaonly.safetensors"
+SDXL = "sd_xl_base_1.0.safetensors"
 SD35 = "sd3.5_medium.safetensors"
 SD3_CLIP_L = "clip_l.safetensors"
 SD3_VAE = "sd3.5_vae.safetensors"
@@ -621,8 +622,35 @@ def wf_real_photo():
     return wf
 
 
+def wf_sdxl():
+    wf = Workflow("12_sdxl_upscale_x8_cpgdm", (
+        "SDXL: YOUR OWN SMALL PHOTO upscaled ×8 to SDXL's native 1024×1024 (C-ΠGDM, all-in-one)\n\n"
+        "The same graph as workflow 11 with an SDXL checkpoint: a 128×128 photo declared as ×8 bicubic "
+        "downscaling (Measurement From Image) is restored at 1024×1024, the size SDXL was trained at. The "
+        "stock Load Checkpoint gives MODEL, CLIP (CLIP-L + CLIP-G) and VAE; stock CLIP Text Encode works "
+        "with SDXL's CLIP.\n\n"
+        "Models: SDXL base and SDXL fine-tunes (also Pony/Illustrious-style SDXL checkpoints; the VAE inside "
+        "the checkpoint is used). SD1.5 works too at 512² (use a 64×64 photo, or factor 4).\n\n"
+        "Parameters that work: preset auto (σ_y > 0: w 2, λ −0.15); steps 10–20 for ×8; sigma_y 0.005–0.03; "
+        "cfg 1–4 with a prompt that describes the photo. CPU: minutes per step at 1024² — use a GPU."
+        + COMMON_NOTE))
+    wf.node("Note", "", text=wf.note)
+    wf.group("model", "Model (SDXL checkpoint)", 0, "model")
+    ckpt = wf.node("CheckpointLoaderSimple", "model", ckpt_name=SDXL, title="Load Checkpoint (SDXL)")
+    pos = wf.node("CLIPTextEncode", "model", 1, title="Prompt", text="a sharp detailed photo", clip=ckpt[1])
+    neg = wf.node("CLIPTextEncode", "model", 1, title="Negative prompt", text="blurry, jpeg artifacts",
+                  clip=ckpt[1])
+    wf.group("measure", "Measurement from your photo (no simulation)", 0, "measure")
+    load = wf.node("LoadImage", "measure", 0, title="Your low-resolution photo", image=PHOTO_SMALL)
+    op = wf.node("InverseSuperResolution", "measure", 1, factor=8, kernel="bicubic")
+    meas = wf.node("InverseMeasurementFromImage", "measure", 1, image=load[0], operator=op[0], sigma_y=0.01)
+    solve = all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto", steps=10)
+    outputs(wf, "sdxl_upscale_x8_cpgdm", solve[0], meas, None, None, meas[1])
+    return wf
+
+
 WORKFLOW_BUILDERS = [wf_sr4, wf_sr8, wf_sr16_treg, wf_gdeblur_cpgdm, wf_gdeblur_treg, wf_motion, wf_inpaint,
-                     wf_denoise, wf_flow, wf_compose, wf_real_photo]
+                     wf_denoise, wf_flow, wf_compose, wf_real_photo, wf_sdxl]
 
 
 # --------------------------------------------------------------------- inputs, thumbnails
@@ -657,7 +685,7 @@ THUMB_TASK = {  # workflow number -> label (ASCII: the default font has no Π or
     "03": "Super-resolution x16 | TReg + text", "04": "Gaussian deblur | C-PiGDM", "05": "Gaussian deblur | TReg",
     "06": "Motion deblur | C-PiGDM", "07": "Inpainting (mask editor) | C-PiGDM", "08": "Denoising | C-PiGDM",
     "09": "Super-resolution x4 | C-PiGFM (SD3)", "10": "LoRA + stock nodes | C-PiGDM",
-    "11": "Your own small photo, x4",
+    "11": "Your own small photo, x4", "12": "SDXL: your small photo, x8 to 1024",
 }
 
 
@@ -674,7 +702,7 @@ def make_thumbnail(name: str, inputs: dict) -> None:
     key = name[:2]
     if key in ("01", "09", "11"):
         operator = ops.SuperResolution(4)
-    elif key == "02":
+    elif key in ("02", "12"):
         operator = ops.SuperResolution(8)
     elif key == "03":
         operator = ops.SuperResolution(16)
@@ -706,7 +734,7 @@ def make_thumbnail(name: str, inputs: dict) -> None:
     draw = ImageDraw.Draw(canvas)
     draw.text((10, 12), THUMB_TASK[key], fill="white", font_size=24)
     draw.text((10, 280), "input", fill="#ccc", font_size=14)
-    draw.text((262, 280), "clean photo (goal)" if key != "11" else "what it shows", fill="#ccc", font_size=14)
+    draw.text((262, 280), "clean photo (goal)" if key not in ("11", "12") else "what it shows", fill="#ccc", font_size=14)
     canvas.save(WORKFLOWS / f"{name}.jpg", quality=85, optimize=True)
 
 

@@ -2,8 +2,7 @@
 
 Graphs use stock loaders → our operator/measurement nodes → InverseSigmas + SamplerConjugate* →
 stock SamplerCustomAdvanced (CFGGuider, RandomNoise) → VAEDecode → SaveImage.
-SDXL is not wired here: no tiny CLIP-G exists to make its 2048-wide conditioning with stock
-nodes (benchmarks/comfy_overhead.py runs the SDXL UNet in-process with synthetic conds).
+SDXL is conditioned through DualCLIPLoader (tiny CLIP-L + full-size random CLIP-G).
 """
 
 from __future__ import annotations
@@ -36,16 +35,22 @@ def photo2(comfy):
     return comfy.upload_image(smooth_image(1), name="conjugate_photo2.png")
 
 
-FAMILIES = {
-    # family: (loader nodes, model ref, clip ref, vae ref, sampler node, empty-latent class, cfg)
-    "sd15": "vp", "sd3": "flow", "flux": "flow",
-}
+FAMILIES = {"sd15": "vp", "sdxl": "vp", "sd3": "flow", "flux": "flow"}  # family: prediction kind
 
 
 def loaders(tiny_models, family: str) -> tuple[dict, list, list, list]:
     if family == "sd15":
         nodes = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}}}
         return nodes, ["ckpt", 0], ["ckpt", 1], ["ckpt", 2]
+    if family == "sdxl":
+        nodes = {
+            "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models["sdxl_unet"],
+                                                            "weight_dtype": "default"}},
+            "clip": {"class_type": "DualCLIPLoader", "inputs": {
+                "clip_name1": tiny_models["clip_l"], "clip_name2": tiny_models["clip_g"], "type": "sdxl"}},
+            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models["sdxl_vae"]}},
+        }
+        return nodes, ["unet", 0], ["clip", 0], ["vae", 0]
     unet, vae = {"sd3": ("sd3_unet", "sd3_vae"), "flux": ("flux_unet", "flux_vae")}[family]
     nodes = {
         "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models[unet], "weight_dtype": "default"}},
@@ -132,15 +137,6 @@ def check_restored(comfy, history, channels, batch=1):
     return images, latent
 
 
-# SD1.5 runs the same modular graph (autograd) in test_all_in_one_node_matches_modular_graph.
-@pytest.mark.parametrize("family,channels,vjp", [("sd3", 16, "autograd"), ("flux", 16, "autograd")])
-def test_modular_graph_restores_full_size_image(comfy, tiny_models, photo, family, channels, vjp):
-    prompt = modular_prompt(tiny_models, family, photo, vjp=vjp, cfg=1.0 if family == "flux" else 1.5)
-    check_restored(comfy, comfy.run(prompt, timeout=300), channels)
-    if family == "flux":  # Flux's in-place residual adds break backprop: automatic fallback, logged
-        assert "using the finite-difference Jacobian instead" in comfy.log_text()
-
-
 def test_pixel_bridge_mode_runs_and_differs_from_latent_surrogate(comfy, tiny_models, photo):
     runs = {}
     for bridge in ("latent_surrogate", "pixel_bridge"):
@@ -150,12 +146,18 @@ def test_pixel_bridge_mode_runs_and_differs_from_latent_surrogate(comfy, tiny_mo
     assert not np.allclose(runs["latent_surrogate"], runs["pixel_bridge"], atol=1e-6)
 
 
-def test_all_in_one_node_matches_modular_graph(comfy, tiny_models, photo):
-    settings = {"vjp": "autograd", "steps": 2, "seed": 11, "cfg": 1.5, "w": 15.0, "lam": 0.0, "start": 0.4}
-    modular = modular_prompt(tiny_models, "sd15", photo, **settings)
-    one = all_in_one_prompt(tiny_models, "sd15", photo, **settings)
-    images_a, latent_a = check_restored(comfy, comfy.run(modular), 4)
-    images_b, latent_b = check_restored(comfy, comfy.run(one), 4)
+@pytest.mark.parametrize("family,channels", [("sd15", 4), ("sdxl", 4), ("sd3", 16), ("flux", 16)])
+def test_modular_graph_restores_full_size_image_and_all_in_one_node_matches_it(comfy, tiny_models, photo,
+                                                                             family, channels):
+    vp = FAMILIES[family] == "vp"
+    settings = {"vjp": "autograd", "steps": 2, "seed": 11, "cfg": 1.0 if family == "flux" else 1.5,
+                "w": 15.0 if vp else 20.0, "lam": 0.0 if vp else 0.2, "start": 0.4}
+    modular = modular_prompt(tiny_models, family, photo, **settings)
+    one = all_in_one_prompt(tiny_models, family, photo, **settings)
+    images_a, latent_a = check_restored(comfy, comfy.run(modular, timeout=300), channels)
+    if family == "flux":  # Flux's in-place residual adds break backprop: automatic fallback, logged
+        assert "using the finite-difference Jacobian instead" in comfy.log_text()
+    images_b, latent_b = check_restored(comfy, comfy.run(one, timeout=300), channels)
     # Same code path and seed: equal up to float32 reduction-order noise (latents ~1, 1e-4 abs).
     np.testing.assert_allclose(latent_b, latent_a, atol=1e-4, rtol=0)
     assert np.abs(images_b[0] - images_a[0]).max() <= 1.0 / 255 + 1e-6  # 8-bit PNG rounding

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -226,10 +226,7 @@ class Row:
     input_name: str | None = None      # for validation rows: the input node_errors must name
     followup: str = "degrade"          # the valid prompt that must then succeed: "degrade" or a solver
     forbidden: tuple = ()              # words that would point the user to a wrong fix
-    marks: tuple = field(default_factory=tuple)
 
-
-CONJUGATE_PENDING = ()  # C-ΠGDM nodes landed: rows run as normal tests
 
 ROWS = [
     Row("sr_size_not_divisible", lambda t: degrade_graph(width=30, height=30, factor=4), "InverseDegradeImage",
@@ -266,16 +263,13 @@ ROWS = [
     Row("scheduler_steps_0", modify(lambda t: treg_modular_graph(t, 1, 1), **{"sigmas.steps": 0}), "BasicScheduler",
         ("steps", "smaller than min"), status="validation", input_name="steps"),
     Row("conjugate_steps_0", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.steps": 0}),
-        "InverseSolveConjugate", ("steps", "smaller than min"), status="validation", input_name="steps",
-        marks=CONJUGATE_PENDING),
+        "InverseSolveConjugate", ("steps", "smaller than min"), status="validation", input_name="steps"),
     Row("conjugate_start_0", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.start": 0.0}),
-        "InverseSolveConjugate", ("start", "smaller than min"), status="validation", input_name="start",
-        marks=CONJUGATE_PENDING),
+        "InverseSolveConjugate", ("start", "smaller than min"), status="validation", input_name="start"),
     Row("conjugate_start_above_1", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.start": 1.5}),
-        "InverseSolveConjugate", ("start", "bigger than max"), status="validation", input_name="start",
-        marks=CONJUGATE_PENDING),
+        "InverseSolveConjugate", ("start", "bigger than max"), status="validation", input_name="start"),
     Row("flow_start_1", modify(flow_conjugate, **{"solve.start": 1.0}), "InverseSolveConjugate",
-        ("start", "(0, 1)"), marks=CONJUGATE_PENDING),
+        ("start", "(0, 1)")),
     Row("conjugate_w_nan", modify(lambda t: solver_graph(t, "conjugate"), **{"solve.w": float("nan")}),
         "InverseSolveConjugate", ("w", "finite number", "NaN")),
     Row("treg_cg_lambda_nan", modify(lambda t: solver_graph(t, "treg"), **{"solve.cg_lambda": float("nan")}),
@@ -283,11 +277,11 @@ ROWS = [
     Row("treg_vae_other_family", lambda t: solver_graph(t, "treg", vae="sd3_vae"), "InverseTRegSolve",
         ("vae", "16-channel", "expects 4", "same model family")),
     Row("conjugate_vae_other_family", lambda t: solver_graph(t, "conjugate", vae="sd3_vae"), "InverseSolveConjugate",
-        ("vae", "16-channel", "expects 4", "same model family"), followup="conjugate", marks=CONJUGATE_PENDING),
+        ("vae", "16-channel", "expects 4", "same model family"), followup="conjugate"),
     Row("treg_x0_model", lambda t: x0_model(t, "treg"), "InverseTRegSolve",
         ("model", "unsupported", ("SD1.5", "SDXL"), "SD3")),
     Row("conjugate_x0_model", lambda t: x0_model(t, "conjugate"), "InverseSolveConjugate",
-        ("model", "unsupported", ("SD1.5", "SDXL"), "SD3"), marks=CONJUGATE_PENDING),
+        ("model", "unsupported", ("SD1.5", "SDXL"), "SD3")),
     Row("treg_flow_model", lambda t: {**flow_model(t, "treg"),
                                       "vae": {"class_type": "VAELoader", "inputs": {"vae_name": t["sd3_vae"]}}},
         "InverseTRegSolve", ("model", "SD3", "C-PiGFM")),
@@ -334,7 +328,7 @@ def server(comfy, tiny_models):
     return comfy
 
 
-@pytest.mark.parametrize("row", [pytest.param(r, id=r.id, marks=r.marks) for r in ROWS])
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.id) for r in ROWS])
 def test_bad_input_gives_a_clear_error_and_the_server_keeps_working(server, tiny_models, row):
     prompt = with_models(tiny_models, row.build(tiny_models))
     if row.status == "validation":
@@ -441,7 +435,7 @@ def run_and_cancel(server, prompt: dict, cancel_after_steps: int = 3, timeout=TI
     return latency, after, steps, peak
 
 
-@pytest.mark.parametrize("solver", ["treg", pytest.param("conjugate", marks=CONJUGATE_PENDING)])
+@pytest.mark.parametrize("solver", ["treg", pytest.param("conjugate")])
 def test_cancel_stops_within_one_step_and_frees_memory(server, tiny_models, solver, record_property):
     steps = 40  # uninterrupted: many seconds (about 40 × the step time printed below)
     warm = solver_graph(tiny_models, solver, steps=1, seed=1, prefix="warm")

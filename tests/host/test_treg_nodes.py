@@ -108,6 +108,34 @@ def test_modular_graph_and_solve_node_agree(comfy, tiny_models, photos):
     assert reused.shape == lat_solve.shape and np.isfinite(reused).all()
 
 
+def on_sdxl(graph: dict, tiny_models) -> dict:
+    """The same graph on the tiny SDXL UNet, DualCLIPLoader (CLIP-L + CLIP-G) and TAESDXL."""
+    refs = {("ckpt", 0): ["unet", 0], ("ckpt", 1): ["clip", 0]}
+    for node in graph.values():
+        for key, value in node["inputs"].items():
+            if isinstance(value, list) and tuple(value) in refs:
+                node["inputs"][key] = refs[tuple(value)]
+    del graph["ckpt"]
+    graph["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models["sdxl_unet"], "weight_dtype": "default"}}
+    graph["clip"] = {"class_type": "DualCLIPLoader", "inputs": {
+        "clip_name1": tiny_models["clip_l"], "clip_name2": tiny_models["clip_g"], "type": "sdxl"}}
+    graph["vae"]["inputs"]["vae_name"] = tiny_models["sdxl_vae"]
+    return graph
+
+
+def test_sdxl_solve_negates_on_the_clip_l_block_and_its_null_embedding_is_reusable(comfy, tiny_models, photos):
+    # ViT-L/14 image embeddings are 768 wide: TReg moves the CLIP-L columns (0:768) of SDXL's 2048-wide
+    # null tokens; the adapted CONDITIONING keeps its pooled output, so a stock KSampler can use it.
+    history = comfy.run(on_sdxl(solve_graph(tiny_models, photos), tiny_models), timeout=300)
+    (latent,) = comfy.latents(history, "save_latent")
+    assert latent.shape == (2, 4, SIZE // 8, SIZE // 8) and np.isfinite(latent).all()
+    images = comfy.images(history, "save")
+    assert len(images) == 2 and all(image.shape == (SIZE, SIZE, 3) for image in images)
+    (reused,) = comfy.latents(history, "save_ks")
+    assert reused.shape == latent.shape and np.isfinite(reused).all()
+    assert "CLIP-L block of the 2048-wide text tokens (columns 0:768)" in comfy.log_text()
+
+
 def test_wrong_clip_vision_width_is_a_clear_error_and_server_keeps_serving(comfy, tiny_models, photos):
     # CLIPVisionLoader picks its config from the layer count: a 32-layer file is a ViT-H/14
     # (1024-d embeddings, the IP-Adapter encoder). The guider rejects it before any forward, so

@@ -33,6 +33,7 @@ TINY_LORA = "tiny_sd15_lora.safetensors"
 # Model file names the workflows ask for -> tiny_models key (or the LoRA built here).
 MODEL_MAP = {
     "v1-5-pruned-emaonly.safetensors": "sd15_ckpt",
+    "sd_xl_base_1.0.safetensors": "sdxl_ckpt",
     "sd3.5_medium.safetensors": "sd3_unet",
     "clip_l.safetensors": "clip_l",
     "sd3.5_vae.safetensors": "sd3_vae",
@@ -60,6 +61,7 @@ EXPECTED_SAVES = {
     "09_super_resolution_x4_cpgfm_sd3": {RESTORED: SIZE, MEASURED: SIZE // 4},
     "10_composable_lora_stock_nodes_cpgdm": {RESTORED: SIZE, MEASURED: SIZE // 2},
     "11_real_photo_upscale_x4_cpgdm": {RESTORED: SIZE},
+    "12_sdxl_upscale_x8_cpgdm": {RESTORED: 2 * SIZE},  # the 16 px sample × 8
 }
 # Speed: TReg's paper step counts would take minutes on CPU. 3 steps with dc_every 3 still run
 # one data-consistency + adaptive-negation step.

@@ -7,6 +7,7 @@ follow the installed ComfyUI. Every family is narrowed as far as its detector al
   checkpoint also holds the full AutoencoderKL and CLIP-L, whose sizes `comfy.sd` fixes.
 - SDXL: `SDXL` matches model_channels 320, context 2048, adm 2816 and input transformer depths
   [0,0,2,2,10,10]; we put all six res blocks on one level with no output/middle transformers.
+  As a UNet file and as a full checkpoint (UNet + AutoencoderKL + CLIP-L + CLIP-G, 1.35 GB).
 - SD3: MMDiT depth 2 (hidden 128) with the real context (4096) and pooled (2048) widths.
 - Flux (dev, guidance-embedded): the detector fixes hidden 3072 / 24 heads, so one double
   block and no single block; stored as float8_e4m3fn like the common fp8 Flux files. Its
@@ -17,6 +18,9 @@ follow the installed ComfyUI. Every family is narrowed as far as its detector al
   which VAELoader offers as "taesd", "taesdxl", "taesd3", "taef1".
 - CLIP-L text encoder file (CLIPLoader) and a ViT-L/14 CLIP-vision file (CLIPVisionLoader picks
   a fixed config from the layer count, so this one is full size).
+- CLIP-G (ViT-bigG text tower) for SDXL through DualCLIPLoader (type "sdxl") with the CLIP-L file:
+  ComfyUI fixes its config (695M parameters), so it is full size, matrices stored as
+  float8_e4m3fn (695 MB on disk; ComfyUI upcasts to its fp16 text-encoder dtype on load).
 
 ComfyUI is imported only in a subprocess (`python tiny_models.py build|detect ...`) so the test
 process never imports `comfy` (it needs `--cpu` set first and has global state).
@@ -40,11 +44,13 @@ SEED = 20251123
 # to put in the loader node's file widget.
 FILES = {
     "sd15_ckpt": ("checkpoints", "tiny_sd15.safetensors"),
+    "sdxl_ckpt": ("checkpoints", "tiny_sdxl.safetensors"),
     "sd15_unet": ("diffusion_models", "tiny_sd15_unet.safetensors"),
     "sdxl_unet": ("diffusion_models", "tiny_sdxl_unet.safetensors"),
     "sd3_unet": ("diffusion_models", "tiny_sd3_unet.safetensors"),
     "flux_unet": ("diffusion_models", "tiny_flux_dev_unet_fp8.safetensors"),
     "clip_l": ("text_encoders", "tiny_clip_l.safetensors"),
+    "clip_g": ("text_encoders", "tiny_clip_g_fp8.safetensors"),
     "clip_vision": ("clip_vision", "tiny_clip_vision_vit_l.safetensors"),
 }
 # TAESD pairs live in models/vae_approx; VAELoader lists each complete pair under this name.
@@ -57,6 +63,7 @@ EXPECTED = {
                   "sampling": "EPS"},
     "sd15_unet": {"config": "SD15", "model_type": "EPS", "latent_channels": 4, "sampling": "EPS"},
     "sdxl_unet": {"config": "SDXL", "model_type": "EPS", "latent_channels": 4, "sampling": "EPS"},
+    "sdxl_ckpt": {"config": "SDXL", "model_type": "EPS", "latent_channels": 4, "sampling": "EPS"},
     "sd3_unet": {"config": "SD3", "model_type": "FLOW", "latent_channels": 16,
                  "sampling": "CONST"},
     "flux_unet": {"config": "Flux", "model_type": "FLUX", "latent_channels": 16,
@@ -319,6 +326,27 @@ def _fp8_matrices(key, value):
     return torch.float8_e4m3fn if value.ndim >= 2 else torch.bfloat16
 
 
+def _convert_lazily(convert, fills: dict) -> dict:
+    """Run one of ComfyUI's state-dict converters on shape-only (meta) tensors and map the result
+    back to fills: renamed entries keep their fill; tensors the converter makes (SDXL's CLIP-G
+    q/k/v concatenated into in_proj, transposed projection) get a fresh fill of their shape."""
+    import torch
+
+    meta = {k: torch.empty(f.shape, dtype=f.dtype, device="meta") for k, f in fills.items()}
+    source = {id(tensor): fills[k] for k, tensor in meta.items()}
+    out = {}
+    for key, value in convert(meta).items():
+        if id(value) in source:
+            out[key] = source[id(value)]
+        elif value.device.type != "meta":  # real values the converter adds (position ids)
+            out[key] = _Fill(value.shape, value.dtype, data=value)
+        elif key.endswith("bias"):
+            out[key] = _Fill(value.shape, value.dtype, value=0.0)
+        else:
+            out[key] = _Fill(value.shape, value.dtype, std=1.0 / math.sqrt(value.shape[-1]))
+    return out
+
+
 def _count(sd: dict) -> int:
     return sum(v.numel for v in sd.values())
 
@@ -327,6 +355,7 @@ def _build(models_dir: Path, only) -> dict:
     import torch
 
     import comfy.sd1_clip
+    import comfy.sdxl_clip
     import comfy.clip_vision
     import comfy.taesd.taesd
     from comfy.ldm.models.autoencoder import AutoencoderKL
@@ -344,13 +373,34 @@ def _build(models_dir: Path, only) -> dict:
 
     fp16 = lambda key, value: torch.float16  # noqa: E731
 
-    if wanted & {"sd15_ckpt", "clip_l"}:
+    if wanted & {"sd15_ckpt", "sdxl_ckpt", "clip_l"}:
         t0 = time.perf_counter()
         clip_sd = random_state_dict(comfy.sd1_clip.SD1ClipModel(dtype=torch.float16), fp16)
         if "clip_l" in wanted:  # the standalone file holds the text model's own keys
             prefix = "clip_l.transformer."
             save("clip_l", {k[len(prefix):]: v for k, v in clip_sd.items() if k.startswith(prefix)},
                  t0)
+
+    if wanted & {"sdxl_ckpt", "clip_g"}:
+        t0 = time.perf_counter()
+        clip_g_sd = random_state_dict(comfy.sdxl_clip.SDXLClipG(dtype=torch.float16), _fp8_matrices)
+        if "clip_g" in wanted:
+            prefix = "transformer."
+            save("clip_g", {k[len(prefix):]: v for k, v in clip_g_sd.items() if k.startswith(prefix)},
+                 t0)
+
+    def checkpoint(name, model, unet_sd, text_sd):
+        """Save a full checkpoint (UNet + AutoencoderKL + text encoders) in CheckpointSave's layout."""
+        t0 = time.perf_counter()
+        ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
+                    "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
+                    "attn_resolutions": [], "dropout": 0.0}
+        vae_sd = random_state_dict(AutoencoderKL(ddconfig=ddconfig, embed_dim=4), fp16)
+        config = model.model_config
+        sd = config.process_unet_state_dict_for_saving(dict(unet_sd))
+        sd.update(_convert_lazily(config.process_clip_state_dict_for_saving, text_sd))
+        sd.update(config.process_vae_state_dict_for_saving(vae_sd))
+        save(name, sd, t0)
 
     if wanted & {"sd15_ckpt", "sd15_unet"}:
         t0 = time.perf_counter()
@@ -359,19 +409,18 @@ def _build(models_dir: Path, only) -> dict:
         if "sd15_unet" in wanted:
             save("sd15_unet", unet_sd, t0)
         if "sd15_ckpt" in wanted:
-            t0 = time.perf_counter()
-            ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3,
-                        "out_ch": 3, "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2,
-                        "attn_resolutions": [], "dropout": 0.0}
-            vae_sd = random_state_dict(AutoencoderKL(ddconfig=ddconfig, embed_dim=4), fp16)
-            config = model.model_config  # the same key layout as CheckpointSave writes
-            sd = config.process_unet_state_dict_for_saving(dict(unet_sd))
-            sd.update(config.process_clip_state_dict_for_saving(dict(clip_sd)))
-            sd.update(config.process_vae_state_dict_for_saving(vae_sd))
-            save("sd15_ckpt", sd, t0)
+            checkpoint("sd15_ckpt", model, unet_sd, clip_sd)
 
-    for name, factory, dtype_of in (("sdxl_unet", _sdxl_model, fp16),
-                                    ("sd3_unet", _sd3_model, fp16),
+    if wanted & {"sdxl_ckpt", "sdxl_unet"}:
+        t0 = time.perf_counter()
+        model = _sdxl_model(torch)
+        unet_sd = random_state_dict(model.diffusion_model, fp16)
+        if "sdxl_unet" in wanted:
+            save("sdxl_unet", unet_sd, t0)
+        if "sdxl_ckpt" in wanted:
+            checkpoint("sdxl_ckpt", model, unet_sd, {**clip_sd, **{f"clip_g.{k}": v for k, v in clip_g_sd.items()}})
+
+    for name, factory, dtype_of in (("sd3_unet", _sd3_model, fp16),
                                     ("flux_unet", _flux_model, _fp8_matrices)):
         if name in wanted:
             t0 = time.perf_counter()
@@ -443,12 +492,15 @@ def _detect(models_dir: Path, only) -> dict:
             continue
         path = str(models_dir / folder / fname)
         t0 = time.perf_counter()
-        if name == "sd15_ckpt":  # CheckpointLoaderSimple
+        if name in ("sd15_ckpt", "sdxl_ckpt"):  # CheckpointLoaderSimple
             model, clip, vae = comfy.sd.load_checkpoint_guess_config(path)[:3]
             info = describe(model)
+            cond, pooled = clip.encode_from_tokens(clip.tokenize("a photo"), return_pooled=True)
             info.update(clip=type(clip.cond_stage_model).__name__,
+                        cond_shape=list(cond.shape), pooled_shape=list(pooled.shape),
                         vae=type(vae.first_stage_model).__name__,
                         vae_latent_channels=vae.latent_channels)
+            del model, clip, vae
         elif name == "clip_l":  # CLIPLoader, type stable_diffusion and sd3
             info = {}
             for label, clip_type in (("sd1", comfy.sd.CLIPType.STABLE_DIFFUSION),
@@ -459,6 +511,13 @@ def _detect(models_dir: Path, only) -> dict:
                 info[label] = {"clip": type(clip.cond_stage_model).__name__,
                                "cond_shape": list(cond.shape), "pooled_shape": list(pooled.shape),
                                "finite": bool(torch.isfinite(cond).all())}
+        elif name == "clip_g":  # DualCLIPLoader(clip_l, clip_g, type "sdxl")
+            clip = comfy.sd.load_clip([str(models_dir / "/".join(FILES["clip_l"])), path],
+                                      clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+            cond, pooled = clip.encode_from_tokens(clip.tokenize("a photo"), return_pooled=True)
+            info = {"clip": type(clip.cond_stage_model).__name__, "cond_shape": list(cond.shape),
+                    "pooled_shape": list(pooled.shape), "finite": bool(torch.isfinite(cond).all())}
+            del clip
         elif name == "clip_vision":  # CLIPVisionLoader + CLIPVisionEncode
             clip_vision = comfy.clip_vision.load(path)
             embeds = clip_vision.encode_image(torch.rand(1, 64, 64, 3)).image_embeds
