@@ -1,20 +1,23 @@
 """Per-step cost of C-ΠGDM / C-ΠGFM vs stock Euler on the tiny checkpoints, in-process ComfyUI (--cpu).
 
-For each tiny model (SD1.5 checkpoint with its full AutoencoderKL; SDXL / SD3 / Flux UNets with
-their TAESD VAEs) and each size, one process measures: stock Euler, and our sampler for every
-vjp mode × bridge mode. Conditioning is synthetic zeros of each family's width (no tiny CLIP-G
-exists for SDXL), cfg = 1 (one model call per evaluation).
+For each tiny model (SD1.5 and SDXL checkpoints with their full AutoencoderKL; SD3 / Flux UNets
+with their TAESD VAEs) and each size, one process measures: stock Euler, and our sampler for every
+vjp mode × bridge mode (consistent_target with autograd only: its steps are the surrogate's, its
+one-time target refinement shows in the setup column; pixel_bridge with autograd by default).
+Conditioning is synthetic zeros of each family's width, cfg = 1 (one model call per evaluation).
 
-Wall time per step: (T(steps) − T(1)) / (steps − 1), after a 1-step warm-up run per row, so
-fixed per-run costs (encoding the measurement, loading, sigmas) are reported separately.
-Peak memory: Linux peak RSS (VmHWM) reset through /proc/self/clear_refs before each run,
-minus the RSS just before it: the process-level extra memory a run needs (CPU torch allocations
-included; tracemalloc would miss them). Ratios are against stock Euler at the same size.
+Wall time per step: the median interval between successive sampler callbacks (one per step) of a
+`steps`-step run after a 1-step warm-up, so one-time costs (encoding the measurement E(H⁺y),
+sigmas, first-call conversions) are excluded and reported separately as "setup".
+Peak memory per step: Linux peak RSS (VmHWM), reset through /proc/self/clear_refs at the first
+callback and read at the last, minus the RSS at the first callback: the extra memory a step needs
+on top of what the run holds between steps (CPU torch allocations included). Ratios are against
+stock Euler at the same size. Rows the solver refuses up front (memory estimate) are listed.
 
 Then the analytic pixel-bridge vs latent-surrogate comparison (benchmarks/latent_analytic.py).
 Output: benchmarks/results/comfy_overhead.md.
 
-    python benchmarks/comfy_overhead.py --models /path/to/models [--sizes 512 1024] [--steps 2]
+    python benchmarks/comfy_overhead.py --models /path/to/models [--runs sd15:512 sdxl:512 ...] [--steps 3]
 """
 
 from __future__ import annotations
@@ -63,13 +66,13 @@ def load(models_dir: Path, family: str):
     import folder_paths
 
     folder_paths.add_model_folder_path("vae_approx", str(models_dir / "vae_approx"))
-    if family == "sd15":
-        model, _, vae = comfy.sd.load_checkpoint_guess_config(str(models_dir / "checkpoints/tiny_sd15.safetensors"))[:3]
+    if family in ("sd15", "sdxl"):
+        path = models_dir / "checkpoints" / f"tiny_{family}.safetensors"
+        model, _, vae = comfy.sd.load_checkpoint_guess_config(str(path), output_clip=False)[:3]
         return model, vae
-    unet = {"sdxl": "tiny_sdxl_unet.safetensors", "sd3": "tiny_sd3_unet.safetensors",
-            "flux": "tiny_flux_dev_unet_fp8.safetensors"}[family]
+    unet = {"sd3": "tiny_sd3_unet.safetensors", "flux": "tiny_flux_dev_unet_fp8.safetensors"}[family]
     model = comfy.sd.load_diffusion_model(str(models_dir / "diffusion_models" / unet))
-    vae = comfy_nodes.VAELoader().load_vae({"sdxl": "taesdxl", "sd3": "taesd3", "flux": "taef1"}[family])[0]
+    vae = comfy_nodes.VAELoader().load_vae({"sd3": "taesd3", "flux": "taef1"}[family])[0]
     return model, vae
 
 
@@ -101,21 +104,25 @@ _LIBC = None
 
 
 def measure(run, steps: int):
-    """(seconds per step, fixed seconds per run, peak extra MiB of the `steps`-step run)."""
-    run(1)  # warm-up: loads, weight conversion (make_differentiable), operator caches
+    """(seconds per step, setup seconds, peak extra MiB per step) from a `steps`-step run."""
+    run(1, None)  # warm-up: loads, weight conversion (make_differentiable), operator caches
     _release_free_memory()
+    marks = []  # (time, RSS kB, peak RSS kB) at each step's callback
+
+    def callback(step, *_):
+        marks.append((time.perf_counter(), rss_kb(), hwm_kb()))
+        if len(marks) == 1:
+            reset_peak()
+
     t0 = time.perf_counter()
-    run(1)
-    one = time.perf_counter() - t0
-    _release_free_memory()
-    base = rss_kb()
-    reset_peak()
-    t0 = time.perf_counter()
-    run(steps)
-    total = time.perf_counter() - t0
-    peak = max(hwm_kb() - base, 0)
-    per_step = (total - one) / (steps - 1) if steps > 1 else total
-    return per_step, max(one - per_step, 0.0), peak / 1024.0
+    run(steps, callback)
+    if len(marks) < 2:
+        raise RuntimeError(f"expected {steps} callbacks, got {len(marks)}")
+    intervals = sorted(b[0] - a[0] for a, b in zip(marks, marks[1:]))
+    per_step = intervals[len(intervals) // 2]
+    setup = max(marks[0][0] - t0 - per_step, 0.0)
+    peak = max(marks[-1][2] - marks[0][1], 0)
+    return per_step, setup, peak / 1024.0
 
 
 def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autograd", "finite_difference")):
@@ -139,27 +146,34 @@ def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autog
             meas = Measurement(y=op.forward(img), operator=op, sigma_y=0.0, image_shape=(1, 3, size, size))
             latent = torch.zeros(1, channels, size // 8, size // 8)
 
-            def sample(sampler, n):
+            def sample(sampler, n, callback):
                 sig = cn.inverse_sigmas(model_sampling_of(model), n, 0.4)
                 guider = comfy.samplers.CFGGuider(model)
                 guider.set_conds(cond, cond)
                 guider.set_cfg(1.0)
-                return guider.sample(torch.zeros_like(latent), latent, sampler, sig, disable_pbar=True, seed=0)
+                return guider.sample(torch.zeros_like(latent), latent, sampler, sig, disable_pbar=True, seed=0,
+                                     callback=callback)
 
             configs = [("stock euler", "-", "-", lambda: comfy.samplers.sampler_object("euler"))]
             for vjp in modes:
-                for bridge in ("latent_surrogate", "pixel_bridge"):
+                for bridge in ("latent_surrogate", "consistent_target", "pixel_bridge"):
                     if bridge == "pixel_bridge" and vjp not in bridge_vjp:
                         continue  # vjp none: identical computation to latent_surrogate (no residual is used)
+                    if bridge == "consistent_target" and vjp != "autograd":
+                        continue  # its steps are latent_surrogate's; only the one-time setup differs
                     configs.append(("C-ΠGDM" if kind == "vp" else "C-ΠGFM", vjp, bridge,
                                     lambda vjp=vjp, bridge=bridge: cn.make_sampler(kind, meas, vae, 15.0 if kind == "vp" else 20.0,
                                                                                   0.0 if kind == "vp" else 0.2, vjp, bridge)))
             euler = None
             for name, vjp, bridge, make in configs:
                 try:
-                    sec, fixed, mib = measure(lambda n, make=make: sample(make(), n), steps)
-                except Exception as err:  # report, keep going
-                    log(f"{family} {size} {name} {vjp} {bridge}: FAILED {type(err).__name__}: {err}")
+                    sec, fixed, mib = measure(lambda n, cb, make=make: sample(make(), n, cb), steps)
+                except Exception as err:  # report (refusals included), keep going
+                    message = " ".join(str(err).split())[:300]
+                    rows.append({"model": family, "size": size, "sampler": name, "vjp": vjp, "bridge": bridge,
+                                 "failed": f"{type(err).__name__}: {message}"})
+                    log(f"{family} {size} {name} {vjp} {bridge}: {rows[-1]['failed']}")
+                    _release_free_memory()
                     continue
                 if euler is None:
                     euler = (sec, mib)
@@ -167,18 +181,23 @@ def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autog
                        "s_per_step": sec, "fixed_s": fixed, "peak_mib": mib, "time_ratio": sec / euler[0],
                        "mem_ratio": mib / euler[1] if euler[1] > 0 else float("nan")}
                 rows.append(row)
-                log(f"{family} {size} {name} {vjp} {bridge}: {sec:.3f} s/step (+{fixed:.2f} s per run), peak +{mib:.0f} MiB "
+                log(f"{family} {size} {name} {vjp} {bridge}: {sec:.3f} s/step (setup {fixed:.2f} s), peak +{mib:.0f} MiB "
                     f"(×{row['time_ratio']:.2f} time, ×{row['mem_ratio']:.2f} memory vs Euler)")
         del model, vae
     return rows
 
 
 def overhead_table(rows):
-    lines = ["| model | size | sampler | vjp | bridge | s/step | fixed s/run | peak +MiB | time × Euler | memory × Euler |",
+    lines = ["| model | size | sampler | vjp | bridge | s/step | setup s | peak +MiB/step | time × Euler | memory × Euler |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['size']}² | {r['sampler']} | {r['vjp']} | {r['bridge']} | {r['s_per_step']:.3f} "
-                     f"| {r['fixed_s']:.2f} | {r['peak_mib']:.0f} | {r['time_ratio']:.2f} | {r['mem_ratio']:.2f} |")
+        if "failed" not in r:
+            lines.append(f"| {r['model']} | {r['size']}² | {r['sampler']} | {r['vjp']} | {r['bridge']} | {r['s_per_step']:.3f} "
+                         f"| {r['fixed_s']:.2f} | {r['peak_mib']:.0f} | {r['time_ratio']:.2f} | {r['mem_ratio']:.2f} |")
+    failed = [f"- {r['model']} {r['size']}² {r['sampler']} {r['vjp']} {r['bridge']}: {r['failed']}"
+              for r in rows if "failed" in r]
+    if failed:
+        lines += ["", "Not run (refused up front or failed):", ""] + failed
     return "\n".join(lines)
 
 
@@ -186,11 +205,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy", default=os.environ.get("COMFYUI_PATH", os.path.expanduser("~/.cache/comfyui-inverse/ComfyUI")))
     parser.add_argument("--models", required=True, help="models/ dir built by tests/host/tiny_models.py")
-    parser.add_argument("--families", nargs="+", default=["sd15", "sdxl", "sd3", "flux"])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 1024])
+    parser.add_argument("--runs", nargs="+", default=["sd15:512", "sdxl:512", "sd3:512", "flux:512", "sd15:1024",
+                                                      "sd3:1024"], help="family:size pairs, in order")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--vjp", nargs="+", default=["autograd", "finite_difference", "none"])
-    parser.add_argument("--bridge-vjp", nargs="+", default=["autograd", "finite_difference"],
+    parser.add_argument("--bridge-vjp", nargs="+", default=["autograd"],
                         help="vjp modes to combine with pixel_bridge (it is slow on CPU)")
     parser.add_argument("--skip-analytic", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "comfy_overhead.md"))
@@ -208,10 +227,10 @@ def main(argv=None):
     _LIBC = _libc()
     rows = []
     t_all = time.perf_counter()
-    for size in args.sizes:
-        for family in args.families:
-            rows += bench_model(Path(args.models), family, [size], args.steps, args.vjp, log, args.bridge_vjp)
-            write(args, rows, out_lines, time.perf_counter() - t_all, partial=True)
+    for run in args.runs:
+        family, size = run.split(":")
+        rows += bench_model(Path(args.models), family, [int(size)], args.steps, args.vjp, log, args.bridge_vjp)
+        write(args, rows, out_lines, time.perf_counter() - t_all, partial=True)
     if not args.skip_analytic:
         from comfyui_inverse.benchmarks import latent_analytic
 
@@ -231,10 +250,12 @@ def write(args, rows, analytic, seconds, partial):
         "# C-ΠGDM / C-ΠGFM overhead on tiny checkpoints (in-process ComfyUI, --cpu)",
         "",
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads; "
-        f"s/step = (T({args.steps} steps) − T(1 step))/{args.steps - 1} after a 1-step warm-up per row; SR×4 bicubic measurement; cfg 1; "
-        f"sigmas from InverseSigmas (start 0.4). Peak memory = Linux VmHWM reset via /proc/self/clear_refs, "
-        f"minus RSS before the run (process RSS delta, includes torch's CPU allocations). "
-        f"SD1.5 uses its full AutoencoderKL; SDXL/SD3/Flux use TAESD VAEs (random weights everywhere). "
+        f"s/step = median interval between the sampler's per-step callbacks in a {args.steps}-step run after a "
+        f"1-step warm-up (setup = time before the first step minus one step: the measurement encode E(H⁺y) etc.); "
+        f"SR×4 bicubic measurement; cfg 1; sigmas from InverseSigmas (start 0.4). Peak memory per step = Linux "
+        f"VmHWM reset via /proc/self/clear_refs at the first callback and read at the last, minus the RSS at the "
+        f"first callback (includes torch's CPU allocations). SD1.5/SDXL use their full AutoencoderKL; SD3/Flux "
+        f"TAESD VAEs (random weights everywhere). Load average at start: {os.getloadavg()[0]:.1f}. "
         f"Total {seconds:.0f} s{' (partial)' if partial else ''}.",
         "",
         overhead_table(rows),

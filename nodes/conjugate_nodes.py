@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import types
+import weakref
 
 import torch
 from comfy_api.latest import io
@@ -23,7 +24,8 @@ from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import check_finite
 from .limits import check_solver_memory
-from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind, model_sampling_of
+from .comfy_bridge import (VaeBridge, check_interrupt, grad_enabled, make_differentiable, model_kind,
+                           model_sampling_of)
 from .presets import PRESET_NAMES, preset
 from .types import Measurement, MeasurementType, check_measurement
 
@@ -37,7 +39,8 @@ METHOD = {"vp": "C-ΠGDM (SamplerConjugatePiGDM)", "flow": "C-ΠGFM (SamplerConj
 
 # Chosen by the analytic benchmark (benchmarks/latent_analytic.py): the pixel bridge changed
 # the pixel measurement error by < 2% relative on every operator while costing one decode and
-# two encodes per step, so "auto" is the latent surrogate everywhere.
+# two encodes per step, so "auto" is the latent surrogate everywhere. consistent_target is
+# more accurate there but costs ~20 decoder passes and the decoder's gradient memory: opt-in.
 AUTO_BRIDGE = "latent_surrogate"
 
 
@@ -49,6 +52,11 @@ def resolve_bridge(mode: str) -> str:
     if mode not in BRIDGE_MODES:
         raise ValueError(f"bridge_mode: unknown mode {mode!r}; choose one of {BRIDGE_CHOICES}.")
     return mode
+
+
+def interrupted() -> bool:
+    check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
+    return False
 
 
 def _expand_batch(y: torch.Tensor, batch: int) -> torch.Tensor:
@@ -79,10 +87,13 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     batch = x.shape[0]
     y = _expand_batch(measurement.to_signed(), batch).to(device=x.device, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
+    half_vae = bridge.dtype in (torch.float16, torch.bfloat16)
     try:
-        problem = make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
-                                      bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
-                                      downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator)
+        with grad_enabled():  # consistent_target backpropagates through the decoder once
+            problem = make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
+                                          bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
+                                          downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator,
+                                          fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted)
     except ValueError as err:
         raise ValueError(f"measurement: {err}") from err
     sig = [float(s) for s in sigmas.detach().cpu().tolist()]
@@ -92,6 +103,10 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         # data-dependent start from E(H⁺y); the stock path only made seeded noise
         shim = types.SimpleNamespace(pinv_y=problem.target)
         x = core.measurement_start(shim, sig[0], kind, generator=generator, dtype=torch.float32).to(x.dtype)
+    if vjp == "autograd" and base.diffusion_model in _NO_AUTOGRAD:  # failed before: do not pay the try again
+        log.info("comfyui-inverse: %s uses the finite-difference Jacobian for this model (autograd failed on an "
+                 "earlier run).", METHOD[family])
+        vjp = "finite_difference"
     if vjp == "autograd":
         make_differentiable(base.diffusion_model)
 
@@ -102,12 +117,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         if callback is not None:
             callback({"i": i, "denoised": x0, "x": xx, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
 
-    def should_stop():
-        check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-        return False
-
     def run(mode):
-        kw = dict(vjp=mode, callback=report, should_stop=should_stop)
+        kw = dict(vjp=mode, callback=report, should_stop=interrupted)
         if kind == "vp":
             return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, **kw)
         return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, **kw)
@@ -115,9 +126,15 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     try:
         return run(vjp)
     except core.AutogradUnavailable as err:
+        _NO_AUTOGRAD[base.diffusion_model] = True
         log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
-                    "finite-difference Jacobian instead (one extra model call per step).", METHOD[family], err)
+                    "finite-difference Jacobian instead (two extra model calls per step).", METHOD[family], err)
         return run("finite_difference")
+
+
+# Diffusion models whose forward broke autograd (e.g. Flux's in-place residual adds), so later runs
+# go straight to finite differences. Weak: an unloaded model leaves the table.
+_NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto"):
@@ -130,7 +147,9 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
     if vae is None:
         raise ValueError("vae: no VAE connected. Connect the VAE of the model (e.g. from Load Checkpoint or Load VAE).")
     if isinstance(measurement, Measurement):
-        check_solver_memory(vae, measurement, with_grad=(vjp == "autograd" and resolve_bridge(bridge_mode) == "pixel_bridge"))
+        bridge = resolve_bridge(bridge_mode)  # both keep a decoder graph: consistent_target once, pixel_bridge per step
+        check_solver_memory(vae, measurement, with_grad=(bridge == "consistent_target"
+                                                         or (vjp == "autograd" and bridge == "pixel_bridge")))
     options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
                "vjp": vjp, "bridge_mode": bridge_mode, "start": start}
     return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
@@ -182,8 +201,12 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
                                "none (Jacobian-free, fastest)."),
         io.Combo.Input("bridge_mode", options=list(BRIDGE_CHOICES), default="auto",
                        tooltip="latent_surrogate: operator and measurement mapped to the latent grid (fast). "
-                               "pixel_bridge: the Jacobian term's residual is measured in pixels through the VAE "
-                               "(one decode + two encodes per step). auto = latent_surrogate."),
+                               "consistent_target: the same, with the encoded measurement first corrected so that "
+                               "it decodes to an image consistent with the measurement (10 CG steps through the VAE "
+                               "decoder, once per run; more accurate on the analytic benchmark, costs ~20 decoder "
+                               "passes and the decoder's gradient memory). pixel_bridge: the Jacobian term's "
+                               "residual is measured in pixels through the VAE (one decode + two encodes per step). "
+                               "auto = latent_surrogate."),
         io.Combo.Input("start", options=list(START_CHOICES), default="auto", optional=True,
                        tooltip="auto: start from the measurement (encoded H⁺y + seeded noise) unless the latent is "
                                "non-empty (e.g. from Inverse Init Latent). measurement / input_latent force one."),

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from comfyui_inverse import operators as ops
 from comfyui_inverse.samplers import cpgdm, cpgfm, flow_sigmas_uniform_t, mixture_prior, vp_sigmas_uniform_t
-from comfyui_inverse.samplers.latent_problem import (LatentSurrogateProblem, PixelBridgeProblem,
+from comfyui_inverse.samplers.latent_problem import (LatentSurrogateProblem, PixelBridgeProblem, consistent_target,
                                                      latent_measurement_error, latent_noise_level,
                                                      make_latent_problem, pixel_measurement_error)
 
@@ -144,3 +144,55 @@ def test_bad_inputs_name_the_fix():
         PixelBridgeProblem(op, y, op, None, vae.encode)
     with pytest.raises(ValueError, match="target_latent"):
         LatentSurrogateProblem(op, torch.zeros(16, 16))
+
+
+# ------------------------------------------------------------------ consistent target
+
+def dense_latent_operator(op, vae):
+    d = vae.matrix.shape[1]
+    basis = torch.eye(d, dtype=torch.float64).reshape(d, *LATENT)
+    return op.forward(vae.decode(basis)).reshape(d, -1).T
+
+
+def test_consistent_target_converges_to_the_min_norm_correction_for_a_linear_vae():
+    vae = ToyVAE()
+    op = ops.SuperResolution(4, kernel="box")  # 3×4×4 = 48 measurements of 16 latent numbers: determined
+    z_true = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = op.forward(vae.decode(z_true))
+    start = vae.encode(op.pinv(y))
+    a = dense_latent_operator(op, vae)
+    residual = y.reshape(2, -1) - start.reshape(2, -1) @ a.T
+    exact = start + (residual @ torch.linalg.pinv(a).T).reshape(start.shape)
+    refined = consistent_target(op, y, vae.decode, start, iters=40)
+    assert (refined - exact).norm() / exact.norm() < 1e-4
+    before = pixel_measurement_error(op, y, vae.decode, start)
+    after = pixel_measurement_error(op, y, vae.decode, refined)
+    assert (before > 0.05).all() and (after < 1e-4).all()  # E(H⁺y) itself is not consistent; the refined one is
+    assert consistent_target(op, y, vae.decode, start, iters=0) is start
+
+
+def test_consistent_target_keeps_latent_cells_the_measurement_does_not_see():
+    # Decoder = nearest ×8 upsampling of a 3-channel latent: each latent cell owns an 8×8 pixel block.
+    decode = lambda z: F.interpolate(z, scale_factor=8, mode="nearest")  # noqa: E731
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :16] = 1.0  # ComfyUI convention: 1 = unknown, so the top half is missing
+    op = ops.Inpainting(mask)
+    g = torch.Generator().manual_seed(2)
+    start = torch.randn(1, 3, 4, 4, generator=g)
+    y = op.forward(decode(torch.randn(1, 3, 4, 4, generator=g)))
+    refined = consistent_target(op, y, decode, start, iters=10)
+    assert torch.equal(refined[..., :2, :], start[..., :2, :])  # unobserved rows: untouched
+    assert not torch.allclose(refined[..., 2:, :], start[..., 2:, :])
+    assert pixel_measurement_error(op, y, decode, refined).item() < 1e-5
+
+
+def test_consistent_target_mode_builds_a_surrogate_with_a_more_consistent_target():
+    vae = ToyVAE()
+    op = ops.SuperResolution(4, kernel="box")
+    y = op.forward(vae.decode(torch.randn(1, *LATENT, generator=torch.Generator().manual_seed(3),
+                                          dtype=torch.float64)))
+    plain = make_latent_problem("latent_surrogate", op, y, vae.decode, vae.encode)
+    refined = make_latent_problem("consistent_target", op, y, vae.decode, vae.encode)
+    assert type(refined) is LatentSurrogateProblem
+    assert (pixel_measurement_error(op, y, vae.decode, refined.target)
+            < 0.1 * pixel_measurement_error(op, y, vae.decode, plain.target)).all()
