@@ -119,8 +119,10 @@ def consistent_target(operator, y: torch.Tensor, decode, start: torch.Tensor, it
     CG on the normal equations JᵀHᵀH J δ = JᵀHᵀ r from δ = 0 (so directions the measurement
     does not see keep `start`'s values). Jᵀ· is autograd through one retained decode graph;
     J· is a forward difference with step fd_rel_step·rms(start)/rms(v) (use ~3e-2 for
-    half-precision decoders). Cost: one decode with graph, then per iteration one decode and
-    one backward. Needs gradients enabled (the ComfyUI layer wraps the call).
+    half-precision decoders). For a nonlinear decoder the step is then scaled back (α = 1, ½, ¼
+    or 0, per item) to the one with the smallest true pixel residual. Cost: one decode with graph,
+    one decode and one backward per iteration, three decodes for the step. Needs gradients
+    enabled (the ComfyUI layer wraps the call).
     """
     if iters <= 0:
         return start
@@ -146,9 +148,22 @@ def consistent_target(operator, y: torch.Tensor, decode, start: torch.Tensor, it
     b = vjp(operator.adjoint(y - operator.forward(base)))
     # Stop an item once ‖residual‖ < 1e-4‖b‖: past that the forward difference's rounding dominates.
     tol = 1e-4 * float(b.flatten(1).norm(dim=1).min())
-    delta = conjugate_gradient(normal, b, torch.zeros_like(b), iters, tol=tol, should_stop=should_stop)
+    delta = conjugate_gradient(normal, b, torch.zeros_like(b), iters, tol=tol, should_stop=should_stop).detach()
     del pixels
-    return (start.float() + delta.detach()).to(start.dtype)
+    # The step is exact only for a linear decoder: per item keep the best of start + α·δ,
+    # α ∈ {0, 1, ½, ¼}, by the true pixel residual, so the target never gets less consistent.
+    def error(latent):
+        with torch.no_grad():
+            return (operator.forward(decode(latent)) - y).flatten(1).norm(dim=1)
+
+    best, best_err = start.detach().float(), (operator.forward(base) - y).flatten(1).norm(dim=1)
+    for alpha in (1.0, 0.5, 0.25):
+        candidate = start.detach().float() + alpha * delta
+        err = error(candidate)
+        better = err < best_err
+        best = torch.where(better.view(shape), candidate, best)
+        best_err = torch.where(better, err, best_err)
+    return best.to(start.dtype)
 
 
 def latent_noise_level(encode, pixels: torch.Tensor, sigma_pixels: float, generator=None) -> float:

@@ -196,3 +196,17 @@ def test_consistent_target_mode_builds_a_surrogate_with_a_more_consistent_target
     assert type(refined) is LatentSurrogateProblem
     assert (pixel_measurement_error(op, y, vae.decode, refined.target)
             < 0.1 * pixel_measurement_error(op, y, vae.decode, plain.target)).all()
+
+
+def test_consistent_target_never_makes_a_nonlinear_decoders_target_less_consistent():
+    vae = ToyVAE()
+    decode = lambda z: torch.tanh(4.0 * vae.decode(z)) + 0.3 * vae.decode(z) ** 2  # noqa: E731  strongly nonlinear
+    op = ops.SuperResolution(4, kernel="box")
+    g = torch.Generator().manual_seed(5)
+    y = op.forward(decode(torch.randn(6, *LATENT, generator=g, dtype=torch.float64)))
+    start = torch.randn(6, *LATENT, generator=g, dtype=torch.float64)
+    refined = consistent_target(op, y, decode, start, iters=10)
+    before = pixel_measurement_error(op, y, decode, start)
+    after = pixel_measurement_error(op, y, decode, refined)
+    assert (after <= before + 1e-7).all()
+    assert (after < 0.9 * before).any()  # and the step helps where the linearisation holds
