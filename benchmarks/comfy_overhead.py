@@ -125,7 +125,8 @@ def measure(run, steps: int):
     return per_step, setup, peak / 1024.0
 
 
-def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autograd", "finite_difference")):
+def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autograd",),
+                bridges=("latent_surrogate", "consistent_target", "pixel_bridge")):
     import torch
     import comfy.samplers
     from comfyui_inverse import operators as ops
@@ -156,7 +157,7 @@ def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autog
 
             configs = [("stock euler", "-", "-", lambda: comfy.samplers.sampler_object("euler"))]
             for vjp in modes:
-                for bridge in ("latent_surrogate", "consistent_target", "pixel_bridge"):
+                for bridge in bridges:
                     if bridge == "pixel_bridge" and vjp not in bridge_vjp:
                         continue  # vjp none: identical computation to latent_surrogate (no residual is used)
                     if bridge == "consistent_target" and vjp != "autograd":
@@ -205,8 +206,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy", default=os.environ.get("COMFYUI_PATH", os.path.expanduser("~/.cache/comfyui-inverse/ComfyUI")))
     parser.add_argument("--models", required=True, help="models/ dir built by tests/host/tiny_models.py")
-    parser.add_argument("--runs", nargs="+", default=["sd15:512", "sdxl:512", "sd3:512", "flux:512", "sd15:1024",
-                                                      "sd3:1024"], help="family:size pairs, in order")
+    parser.add_argument("--runs", nargs="+", default=["sd15:512", "sdxl:512", "sd3:512", "flux:512", "sd15:1024:surrogate",
+                                                      "sd3:1024:surrogate", "flux:1024:surrogate"],
+                        help="family:size[:surrogate] in order; ':surrogate' runs the latent surrogate only (no VAE in "
+                             "the loop: the slow bridge modes at 1024² take minutes per step on CPU)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--vjp", nargs="+", default=["autograd", "finite_difference", "none"])
     parser.add_argument("--bridge-vjp", nargs="+", default=["autograd"],
@@ -228,8 +231,9 @@ def main(argv=None):
     rows = []
     t_all = time.perf_counter()
     for run in args.runs:
-        family, size = run.split(":")
-        rows += bench_model(Path(args.models), family, [int(size)], args.steps, args.vjp, log, args.bridge_vjp)
+        family, size, *only = run.split(":")
+        bridges = ("latent_surrogate",) if only == ["surrogate"] else ("latent_surrogate", "consistent_target", "pixel_bridge")
+        rows += bench_model(Path(args.models), family, [int(size)], args.steps, args.vjp, log, args.bridge_vjp, bridges)
         write(args, rows, out_lines, time.perf_counter() - t_all, partial=True)
     if not args.skip_analytic:
         from comfyui_inverse.benchmarks import latent_analytic

@@ -204,7 +204,8 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
                                "consistent_target: the same, with the encoded measurement first corrected so that "
                                "it decodes to an image consistent with the measurement (10 CG steps through the VAE "
                                "decoder, once per run; more accurate on the analytic benchmark, costs ~20 decoder "
-                               "passes and the decoder's gradient memory). pixel_bridge: the Jacobian term's "
+                               "passes — seconds on a GPU, ~10 minutes at 512² on a CPU — and the decoder's "
+                               "gradient memory). pixel_bridge: the Jacobian term's "
                                "residual is measured in pixels through the VAE (one decode + two encodes per step). "
                                "auto = latent_surrogate."),
         io.Combo.Input("start", options=list(START_CHOICES), default="auto", optional=True,

@@ -1,7 +1,7 @@
 """Minimal read-only websocket client for ComfyUI's /ws progress events (stdlib only).
 
 Only what ComfyUI's server sends is handled: text frames with JSON, binary preview frames
-(ignored), ping and close. Progress display is best-effort: the result always comes from /history.
+(reported as {"type": "preview_image", "data": {"bytes": n}}), ping and close. Progress display is best-effort: the result always comes from /history.
 """
 
 from __future__ import annotations
@@ -105,7 +105,11 @@ class EventStream:
                     self._send_frame(10, payload[:125])
                     continue
                 if opcode == 2 or (opcode == 0 and in_binary):
-                    in_binary = not first & 0x80  # preview images: ignored
+                    message += payload
+                    in_binary = not first & 0x80
+                    if not in_binary:  # a whole binary message: ComfyUI's live preview image
+                        self._events.put(_binary_event(message))
+                        message = b""
                     continue
                 if opcode in (0, 1):
                     message += payload
@@ -117,3 +121,11 @@ class EventStream:
                         message = b""
         except (OSError, ConnectionError, ValueError):
             return
+
+
+def _binary_event(message: bytes) -> dict:
+    """ComfyUI binary frames start with a 4-byte big-endian event type (1 = preview image, then
+    a 4-byte image format); only the size is kept."""
+    kind = int.from_bytes(message[:4], "big") if len(message) >= 4 else -1
+    name = "preview_image" if kind in (1, 4) else f"binary_{kind}"
+    return {"type": name, "data": {"bytes": max(len(message) - 8, 0)}}

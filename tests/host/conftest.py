@@ -65,7 +65,8 @@ def comfy(request, tmp_path_factory):
         build = tiny_models_module.Job("build", base / "models", root)
     server = ComfyServer(
         comfy_root=root, base_dir=base, log_path=base / "comfyui.log", cpu=True,
-        extra_args=["--fp32-text-enc", *frontend_args(base)],
+        # latent2rgb previews: the stock per-step preview path runs (and is tested) in every sampler
+        extra_args=["--fp32-text-enc", "--preview-method", "latent2rgb", *frontend_args(base)],
         startup_timeout=STARTUP_TIMEOUT, require_pack=True, quiet=True,
     )
     try:

@@ -166,6 +166,18 @@ def test_modular_graph_restores_full_size_image_and_all_in_one_node_matches_it(c
     assert np.abs(images_b[0] - images_a[0]).max() <= 1.0 / 255 + 1e-6  # 8-bit PNG rounding
 
 
+def test_progress_and_live_previews_reach_the_websocket(comfy, tiny_models, photo):
+    # SamplerCustomAdvanced hands our SAMPLER ComfyUI's preview callback: one progress event per
+    # step and a latent2rgb preview image (the server runs with --preview-method latent2rgb).
+    events = []
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="autograd", steps=3, seed=21)
+    check_restored(comfy, comfy.http.run(prompt, timeout=300, progress=events.append), 4)
+    steps = [e["data"] for e in events if e["type"] == "progress" and str(e["data"].get("node")) == "sample"]
+    assert [d["value"] for d in steps] == [1, 2, 3] and {d["max"] for d in steps} == {3}
+    previews = [e for e in events if e["type"] == "preview_image"]
+    assert len(previews) >= 1 and all(e["data"]["bytes"] > 100 for e in previews)
+
+
 def test_batch_with_per_item_measurements(comfy, tiny_models, photo, photo2):
     prompt = modular_prompt(tiny_models, "sd3", photo, vjp="none", batch=2, batch_photo=photo2)
     images, _ = check_restored(comfy, comfy.run(prompt), 16, batch=2)
