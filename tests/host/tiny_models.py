@@ -402,23 +402,17 @@ def _build(models_dir: Path, only) -> dict:
         sd.update(config.process_vae_state_dict_for_saving(vae_sd))
         save(name, sd, t0)
 
-    if wanted & {"sd15_ckpt", "sd15_unet"}:
-        t0 = time.perf_counter()
-        model = _sd15_model(torch)
-        unet_sd = random_state_dict(model.diffusion_model, fp16)
-        if "sd15_unet" in wanted:
-            save("sd15_unet", unet_sd, t0)
-        if "sd15_ckpt" in wanted:
-            checkpoint("sd15_ckpt", model, unet_sd, clip_sd)
-
-    if wanted & {"sdxl_ckpt", "sdxl_unet"}:
-        t0 = time.perf_counter()
-        model = _sdxl_model(torch)
-        unet_sd = random_state_dict(model.diffusion_model, fp16)
-        if "sdxl_unet" in wanted:
-            save("sdxl_unet", unet_sd, t0)
-        if "sdxl_ckpt" in wanted:
-            checkpoint("sdxl_ckpt", model, unet_sd, {**clip_sd, **{f"clip_g.{k}": v for k, v in clip_g_sd.items()}})
+    for family, factory in (("sd15", _sd15_model), ("sdxl", _sdxl_model)):
+        unet_name, ckpt_name = f"{family}_unet", f"{family}_ckpt"
+        if wanted & {unet_name, ckpt_name}:
+            t0 = time.perf_counter()
+            model = factory(torch)
+            unet_sd = random_state_dict(model.diffusion_model, fp16)
+            if unet_name in wanted:
+                save(unet_name, unet_sd, t0)
+            if ckpt_name in wanted:
+                text_sd = clip_sd if family == "sd15" else {**clip_sd, **{f"clip_g.{k}": v for k, v in clip_g_sd.items()}}
+                checkpoint(ckpt_name, model, unet_sd, text_sd)
 
     for name, factory, dtype_of in (("sd3_unet", _sd3_model, fp16),
                                     ("flux_unet", _flux_model, _fp8_matrices)):
