@@ -32,9 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def import_comfy(root: str):
+def import_comfy(root: str, extra_args=()):
     sys.path.insert(0, root)
-    sys.argv = [sys.argv[0], "--cpu"]
+    sys.argv = [sys.argv[0], "--cpu", *extra_args]
     import comfy.options
 
     comfy.options.enable_args_parsing()
@@ -211,13 +211,16 @@ def main(argv=None):
                         help="family:size[:surrogate] in order; ':surrogate' runs the latent surrogate only (no VAE in "
                              "the loop: the slow bridge modes at 1024² take minutes per step on CPU)")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--attention", choices=["default", "pytorch"], default="default",
+                        help="ComfyUI's attention on CPU: default = sub-quadratic chunks (autograd keeps every chunk); "
+                             "pytorch = SDPA (--use-pytorch-cross-attention, what NVIDIA GPUs get by default)")
     parser.add_argument("--vjp", nargs="+", default=["autograd", "finite_difference", "none"])
     parser.add_argument("--bridge-vjp", nargs="+", default=["autograd"],
                         help="vjp modes to combine with pixel_bridge (it is slow on CPU)")
     parser.add_argument("--skip-analytic", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "comfy_overhead.md"))
     args = parser.parse_args(argv)
-    import_comfy(args.comfy)
+    import_comfy(args.comfy, ["--use-pytorch-cross-attention"] if args.attention == "pytorch" else [])
     import torch
 
     torch.manual_seed(0)
@@ -259,7 +262,8 @@ def write(args, rows, analytic, seconds, partial):
         f"SR×4 bicubic measurement; cfg 1; sigmas from InverseSigmas (start 0.4). Peak memory per step = Linux "
         f"VmHWM reset via /proc/self/clear_refs at the first callback and read at the last, minus the RSS at the "
         f"first callback (includes torch's CPU allocations). SD1.5/SDXL use their full AutoencoderKL; SD3/Flux "
-        f"TAESD VAEs (random weights everywhere). Load average at start: {os.getloadavg()[0]:.1f}. "
+        f"TAESD VAEs (random weights everywhere). Attention: {args.attention} ('default' on CPU = ComfyUI's "
+        f"sub-quadratic chunks; 'pytorch' = SDPA, the NVIDIA default). Load average at start: {os.getloadavg()[0]:.1f}. "
         f"Total {seconds:.0f} s{' (partial)' if partial else ''}.",
         "",
         overhead_table(rows),
