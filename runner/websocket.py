@@ -1,7 +1,8 @@
 """Minimal read-only websocket client for ComfyUI's /ws progress events (stdlib only).
 
 Only what ComfyUI's server sends is handled: text frames with JSON, binary preview frames
-(reported as {"type": "preview_image", "data": {"bytes": n}}), ping and close. Progress display is best-effort: the result always comes from /history.
+(reported as {"type": "preview_image", "data": {"bytes": n}}), ping and close. Progress display
+is best-effort: the result always comes from /history.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def consistent_target(operator, y: torch.Tensor, decode, start: torch.Tensor, it
     J· is a forward difference with step fd_rel_step·rms(start)/rms(v) (use ~3e-2 for
     half-precision decoders). For a nonlinear decoder the step is then scaled back (α = 1, ½, ¼
     or 0, per item) to the one with the smallest true pixel residual. Cost: one decode with graph,
-    one decode and one backward per iteration, three decodes for the step. Needs gradients
+    one decode and one backward per iteration, four decodes for the step. Needs gradients
     enabled (the ComfyUI layer wraps the call).
     """
     if iters <= 0:
@@ -152,14 +152,11 @@ def consistent_target(operator, y: torch.Tensor, decode, start: torch.Tensor, it
     del pixels
     # The step is exact only for a linear decoder: per item keep the best of start + α·δ,
     # α ∈ {0, 1, ½, ¼}, by the true pixel residual, so the target never gets less consistent.
-    def error(latent):
-        with torch.no_grad():
-            return (operator.forward(decode(latent)) - y).flatten(1).norm(dim=1)
-
-    best, best_err = start.detach().float(), (operator.forward(base) - y).flatten(1).norm(dim=1)
+    best = start.detach().float()
+    best_err = pixel_measurement_error(operator, y, decode, best)
     for alpha in (1.0, 0.5, 0.25):
         candidate = start.detach().float() + alpha * delta
-        err = error(candidate)
+        err = pixel_measurement_error(operator, y, decode, candidate)
         better = err < best_err
         best = torch.where(better.view(shape), candidate, best)
         best_err = torch.where(better, err, best_err)
