@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import tiny_models as tm
 from comfy_client import PromptExecutionError, PromptValidationError
 
 pytestmark = pytest.mark.host
@@ -43,14 +44,7 @@ def loaders(tiny_models, family: str) -> tuple[dict, list, list, list]:
         nodes = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}}}
         return nodes, ["ckpt", 0], ["ckpt", 1], ["ckpt", 2]
     if family == "sdxl":
-        nodes = {
-            "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models["sdxl_unet"],
-                                                            "weight_dtype": "default"}},
-            "clip": {"class_type": "DualCLIPLoader", "inputs": {
-                "clip_name1": tiny_models["clip_l"], "clip_name2": tiny_models["clip_g"], "type": "sdxl"}},
-            "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models["sdxl_vae"]}},
-        }
-        return nodes, ["unet", 0], ["clip", 0], ["vae", 0]
+        return tm.sdxl_loader_nodes(tiny_models), ["unet", 0], ["clip", 0], ["vae", 0]
     unet, vae = {"sd3": ("sd3_unet", "sd3_vae"), "flux": ("flux_unet", "flux_vae")}[family]
     nodes = {
         "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models[unet], "weight_dtype": "default"}},

@@ -185,23 +185,12 @@ def test_flux_model_samples_with_guidance_and_taef1(comfy, tiny_models):
     check_outputs(comfy, comfy.run(prompt, timeout=300), channels=16)
 
 
-def sdxl_loaders(tiny_models) -> dict:
-    """UNETLoader + DualCLIPLoader (CLIP-L + CLIP-G, type sdxl) + VAELoader (taesdxl)."""
-    return {
-        "unet": {"class_type": "UNETLoader",
-                 "inputs": {"unet_name": tiny_models["sdxl_unet"], "weight_dtype": "default"}},
-        "clip": {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": tiny_models["clip_l"], "clip_name2": tiny_models["clip_g"], "type": "sdxl"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models["sdxl_vae"]}},
-    }
-
-
 def test_sdxl_model_samples_with_dual_clip_and_taesdxl(comfy, tiny_models):
     prompt = sample_prompt(
         ["unet", 0], ["clip", 0], ["vae", 0],
         {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
         prefix="tiny_sdxl")
-    prompt.update(sdxl_loaders(tiny_models))
+    prompt.update(tm.sdxl_loader_nodes(tiny_models))
     check_outputs(comfy, comfy.run(prompt, timeout=300), channels=4)
 
 

@@ -11,6 +11,7 @@ import pytest
 from safetensors.numpy import save_file
 from skimage import data
 
+import tiny_models as tm
 from comfy_client import PromptExecutionError, PromptValidationError
 
 pytestmark = pytest.mark.host
@@ -116,10 +117,7 @@ def on_sdxl(graph: dict, tiny_models) -> dict:
             if isinstance(value, list) and tuple(value) in refs:
                 node["inputs"][key] = refs[tuple(value)]
     del graph["ckpt"]
-    graph["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models["sdxl_unet"], "weight_dtype": "default"}}
-    graph["clip"] = {"class_type": "DualCLIPLoader", "inputs": {
-        "clip_name1": tiny_models["clip_l"], "clip_name2": tiny_models["clip_g"], "type": "sdxl"}}
-    graph["vae"]["inputs"]["vae_name"] = tiny_models["sdxl_vae"]
+    graph.update(tm.sdxl_loader_nodes(tiny_models))  # its "vae" replaces the SD1.5 TAESD loader
     return graph
 
 
