@@ -5,6 +5,10 @@ so the node layer is imported lazily inside the entry point.
 """
 
 
+# Frontend extension: shows the nodes' text outputs (metric values, warnings) on the canvas.
+WEB_DIRECTORY = "./web"
+
+
 async def comfy_entrypoint():
     from .nodes import InverseExtension
 

@@ -248,3 +248,66 @@ def test_template_browser_lists_the_pack_workflows(server):
         status, _ = _get(base + ".jpg")
         assert status == 200, (f"template {name!r} has no thumbnail: the frontend shows "
                                f"workflows/{name}.jpg (JPEG, same stem as the workflow)")
+
+
+RUN_METRICS_JS = """async ([photo]) => {
+    app.graph.clear();
+    const add = (type, pos) => {
+        const node = LiteGraph.createNode(type);
+        node.pos = pos;
+        app.graph.add(node);
+        return node;
+    };
+    const load = add('LoadImage', [20, 60]);
+    load.widgets.find(w => w.name === 'image').value = photo;
+    const op = add('InverseSuperResolution', [20, 480]);
+    const degrade = add('InverseDegradeImage', [380, 60]);
+    load.connect(0, degrade, 0);
+    op.connect(0, degrade, 1);
+    const metrics = {};
+    let y = 60;
+    for (const type of ['InversePSNR', 'InverseSSIM', 'InverseMeasurementConsistency']) {
+        const node = add(type, [760, y]);
+        y += 220;
+        degrade.connect(2, node, 0);  // pseudo_inverse
+        if (type === 'InverseMeasurementConsistency') degrade.connect(0, node, 1);
+        else load.connect(0, node, 1);
+        metrics[type] = node.id;
+    }
+    app.canvas.ds.offset = [120, 60];  // clear of the sidebar
+    app.canvas.ds.scale = 1;
+    await app.queuePrompt(0, 1);
+    return metrics;
+}"""
+
+METRIC_TEXT_JS = """([ids]) => Object.fromEntries(Object.entries(ids).map(([type, id]) => {
+    const node = app.graph.getNodeById(id);
+    const widget = node.widgets?.find(w => w.name === 'inverse_text');
+    const box = widget?.inputEl?.getBoundingClientRect();
+    return [type, {value: widget ? widget.value : null,
+                   shown: !!box && box.width > 20 && box.height > 10
+                          && getComputedStyle(widget.inputEl).display !== 'none'}];
+}))"""
+
+
+def test_metric_values_stay_on_the_canvas_after_a_run(page, comfy):
+    """The PSNR, SSIM and Measurement Consistency nodes show their ui text on the node (a
+    read-only text box from web/show_text.js) once the run is over."""
+    import numpy as np
+    rows = np.linspace(0, 1, 48)[:, None, None]
+    photo = comfy.upload_image((np.broadcast_to(rows, (48, 64, 3)) * 255).astype(np.uint8),
+                               name="browser_metric_photo.png")
+    try:
+        ids = page.evaluate(RUN_METRICS_JS, [photo])
+        page.wait_for_function(
+            "([ids]) => Object.values(ids).every(id => app.graph.getNodeById(id).widgets?.some("
+            "w => w.name === 'inverse_text' && w.value))", arg=[ids], timeout=120_000)
+        page.wait_for_timeout(1500)  # the run has ended; nothing may clear the text
+        shown = page.evaluate(METRIC_TEXT_JS, [ids])
+        page.screenshot(path=str(ARTIFACTS / "metrics_after_run.png"))
+    finally:
+        page.keyboard.press("Escape")
+    assert shown["InversePSNR"]["value"].startswith("PSNR: ")
+    assert shown["InverseSSIM"]["value"].startswith("SSIM: ")
+    assert shown["InverseMeasurementConsistency"]["value"].startswith("‖Hx − y‖/‖y‖: ")
+    assert all(item["shown"] for item in shown.values()), shown
