@@ -70,45 +70,14 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     extra_args = dict(extra_args or {})
     guider = model.inner_model
     base = guider.inner_model
-    kind = model_kind(base.model_sampling)
-    if kind != family:
-        raise ValueError(
-            f"sampler: {METHOD[family]} was connected but the model is a "
-            f"{'rectified-flow (SD3/Flux)' if kind == 'flow' else 'diffusion (SD1.5/SDXL)'} model. "
-            f"Use {METHOD[kind]} instead."
-        )
+    kind = _check_family(base, family)
     if extra_args.pop("denoise_mask", None) is not None:
         log.warning("comfyui-inverse: the latent's noise_mask is ignored by %s; use the Inpainting Operator "
                     "to say which pixels are unknown.", METHOD[family])
-    seed = int(extra_args.get("seed") or 0)
-    bridge = VaeBridge(vae, base.latent_format)
-    bridge.load(also=[guider.model_patcher])
-    check_measurement(measurement, tuple(x.shape), bridge.downscale)
-    batch = x.shape[0]
-    y = _expand_batch(measurement.to_signed(), batch).to(device=x.device, dtype=torch.float32)
-    generator = torch.Generator().manual_seed(seed)
-    half_vae = bridge.dtype in (torch.float16, torch.bfloat16)
-    try:
-        with grad_enabled():  # consistent_target backpropagates through the decoder once
-            problem = make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
-                                          bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
-                                          downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator,
-                                          fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted)
-    except ValueError as err:
-        raise ValueError(f"measurement: {err}") from err
-    sig = [float(s) for s in sigmas.detach().cpu().tolist()]
-    latent_image = getattr(model, "latent_image", None)
-    from_latent = latent_image is not None and bool(torch.count_nonzero(latent_image))
-    if start == "measurement" or (start == "auto" and not from_latent):
-        # data-dependent start from E(H⁺y); the stock path only made seeded noise
-        shim = types.SimpleNamespace(pinv_y=problem.target)
-        x = core.measurement_start(shim, sig[0], kind, generator=generator, dtype=torch.float32).to(x.dtype)
-    if vjp == "autograd" and base.diffusion_model in _NO_AUTOGRAD:  # failed before: do not pay the try again
-        log.info("comfyui-inverse: %s uses the finite-difference Jacobian for this model (autograd failed on an "
-                 "earlier run).", METHOD[family])
-        vjp = "finite_difference"
-    if vjp == "autograd":
-        make_differentiable(base.diffusion_model)
+    generator = torch.Generator().manual_seed(int(extra_args.get("seed") or 0))
+    problem = _latent_problem(guider, base, measurement, vae, x, bridge_mode, cancel_bias, generator)
+    x = _start_latent(model, x, sigmas, problem, kind, start, generator)
+    vjp = _choose_vjp(base, vjp, family)
 
     def denoiser(xx, s):
         return model(xx, s, denoise_mask=None, **extra_args)
@@ -118,10 +87,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
             callback({"i": i, "denoised": x0, "x": xx, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
 
     def run(mode):
-        kw = dict(vjp=mode, callback=report, should_stop=interrupted)
-        if kind == "vp":
-            return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, **kw)
-        return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, **kw)
+        return _run_method(kind, denoiser, problem, sigmas, x, w, lam, mode, report)
 
     try:
         return run(vjp)
@@ -130,6 +96,65 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
                     "finite-difference Jacobian instead (two extra model calls per step).", METHOD[family], err)
         return run("finite_difference")
+
+
+def _check_family(base, family: str) -> str:
+    """The model's family ('vp' or 'flow'); an error naming the right sampler if it is not `family`."""
+    kind = model_kind(base.model_sampling)
+    if kind != family:
+        raise ValueError(
+            f"sampler: {METHOD[family]} was connected but the model is a "
+            f"{'rectified-flow (SD3/Flux)' if kind == 'flow' else 'diffusion (SD1.5/SDXL)'} model. "
+            f"Use {METHOD[kind]} instead."
+        )
+    return kind
+
+
+def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_bias: bool, generator):
+    """The measurement mapped to the latent grid of `x` (samplers/latent_problem.py), VAE loaded."""
+    bridge = VaeBridge(vae, base.latent_format)
+    bridge.load(also=[guider.model_patcher])
+    check_measurement(measurement, tuple(x.shape), bridge.downscale)
+    y = _expand_batch(measurement.to_signed(), x.shape[0]).to(device=x.device, dtype=torch.float32)
+    half_vae = bridge.dtype in (torch.float16, torch.bfloat16)
+    try:
+        with grad_enabled():  # consistent_target backpropagates through the decoder once
+            return make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
+                                       bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
+                                       downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator,
+                                       fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted)
+    except ValueError as err:
+        raise ValueError(f"measurement: {err}") from err
+
+
+def _start_latent(model, x, sigmas, problem, kind: str, start: str, generator) -> torch.Tensor:
+    """The latent to start from: the stock noised latent, or E(H⁺y) + seeded noise (see START_CHOICES)."""
+    latent_image = getattr(model, "latent_image", None)
+    from_latent = latent_image is not None and bool(torch.count_nonzero(latent_image))
+    if start == "measurement" or (start == "auto" and not from_latent):
+        # data-dependent start from E(H⁺y); the stock path only made seeded noise
+        sigma0 = float(sigmas.detach().cpu()[0])
+        shim = types.SimpleNamespace(pinv_y=problem.target)
+        return core.measurement_start(shim, sigma0, kind, generator=generator, dtype=torch.float32).to(x.dtype)
+    return x
+
+
+def _choose_vjp(base, vjp: str, family: str) -> str:
+    """The Jacobian mode to run with: finite differences for a model whose autograd failed before."""
+    if vjp == "autograd" and base.diffusion_model in _NO_AUTOGRAD:  # failed before: do not pay the try again
+        log.info("comfyui-inverse: %s uses the finite-difference Jacobian for this model (autograd failed on an "
+                 "earlier run).", METHOD[family])
+        vjp = "finite_difference"
+    if vjp == "autograd":
+        make_differentiable(base.diffusion_model)
+    return vjp
+
+
+def _run_method(kind: str, denoiser, problem, sigmas, x, w: float, lam: float, vjp: str, report):
+    kw = dict(vjp=vjp, callback=report, should_stop=interrupted)
+    if kind == "vp":
+        return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, **kw)
+    return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, **kw)
 
 
 # Diffusion models whose forward broke autograd (e.g. Flux's in-place residual adds), so later runs
