@@ -9,6 +9,10 @@ Identities tested for every operator (tests/unit/test_operators.py), float32 and
 (H H⁺)ᵀ = H H⁺, (H⁺ H)ᵀ = H⁺ H); P² = P, Pᵀ = P, P H⁺ = H⁺; ⟨H⁺y, x⟩ = ⟨y, (H⁺)ᵀx⟩; H⁺
 equals torch.linalg.pinv of the dense H on small sizes. Blurs use the *truncated* H
 (weak components removed from H itself), see convolution.py. Compose states its cases.
+
+`op.spectral(shape)` gives the SVD H = U diag(s) Vᵀ (V as to_modes/from_modes, s per mode)
+for masks, denoising, colorization, separable SR/blurs, FFT blurs and their fusions; None
+for the rest (spectral.py).
 """
 
 from .base import LinearOperator, work_dtype
@@ -18,6 +22,7 @@ from .inpainting import Inpainting
 from .latent import to_latent_grid
 from .separable import SeparableMatrixOperator
 from .simple import Colorization, Denoise
+from .spectral import Spectrum
 from .super_resolution import SuperResolution
 
 __all__ = [
@@ -35,5 +40,6 @@ __all__ = [
     "Colorization",
     "Compose",
     "to_latent_grid",
+    "Spectrum",
     "work_dtype",
 ]

@@ -32,6 +32,7 @@ class LinearOperator:
     `axis_matrices(h, w)` (float64 1-D matrices (A_h, A_w) with H X = A_h X A_wᵀ per channel),
     `transfer_function(h, w)` (rfft2 spectrum of a circular convolution),
     `coisometry_scale` (c with H Hᵀ = c·I) and `isometry_scale` (c with Hᵀ H = c·I).
+    `spectral(shape)`: the SVD H = U diag(s) Vᵀ as a `Spectrum`, where one is cheap.
     """
 
     name = "operator"
@@ -62,6 +63,16 @@ class LinearOperator:
     def transfer_function(self, h: int, w: int):
         """rfft2 spectrum (complex128, h×(w//2+1)) if H is a circular convolution, else None."""
         return None
+
+    def spectral(self, shape: tuple[int, ...]):
+        """`Spectrum` (V, s) of H on images of `shape` (operators/spectral.py), or None if H has no cheap one."""
+        return None
+
+    def _cached_spectrum(self, key, build):
+        cache = self.__dict__.setdefault("_spectrum_cache", {})
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of H x for an input of `input_shape` (B, C, H, W)."""

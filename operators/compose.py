@@ -127,6 +127,11 @@ class Compose(LinearOperator):
     def transfer_function(self, h, w):
         return self.fused.transfer_function(h, w) if self.structure == "fft" else None
 
+    def spectral(self, shape):
+        """The fused operator's spectrum (fused separable / FFT / mask, or a Denoise part dropped); None otherwise."""
+        self.check_input(tuple(shape))
+        return self.fused.spectral(shape) if self.fused is not None else None
+
     # operator --------------------------------------------------------------------------
     def _require_exact(self):
         if not self.pinv_exact and not self.allow_inexact_pinv:

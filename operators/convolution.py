@@ -15,6 +15,7 @@ import torch
 
 from .base import DeviceCache, LinearOperator, _check_tensor
 from .separable import SeparableMatrixOperator
+from .spectral import FourierSpectrum, full_spectrum_from_half
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -75,6 +76,12 @@ class CirculantOperator(LinearOperator):
     def transfer_function(self, h: int, w: int) -> torch.Tensor:
         """Truncated rfft2 spectrum (complex128, h×(w//2+1)) of H on an h×w grid."""
         return self._spectra.master((h, w))[0]
+
+    def spectral(self, shape):
+        self.check_input(tuple(shape))
+        h, w = shape[-2:]
+        build = lambda: FourierSpectrum(full_spectrum_from_half(self.transfer_function(h, w), h, w).abs())  # noqa: E731
+        return self._cached_spectrum((h, w), build)
 
     def kept_fraction(self, h: int, w: int) -> float:
         """Fraction of the full 2-D spectrum that H keeps (rank(H) / (h·w))."""
@@ -337,3 +344,6 @@ class GaussianBlur(LinearOperator):
 
     def transfer_function(self, h, w):
         return self.impl.transfer_function(h, w) if self.mode == "fft" else None
+
+    def spectral(self, shape):
+        return self.impl.spectral(shape)

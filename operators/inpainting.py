@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import LinearOperator
+from .spectral import DiagonalSpectrum
 
 
 def _as_batch_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -93,6 +94,10 @@ class Inpainting(LinearOperator):
 
     def check_measurement(self, shape, what="measurement"):
         self.check_input(shape, what)
+
+    def spectral(self, shape):
+        self.check_input(tuple(shape))
+        return self._cached_spectrum("mask", lambda: DiagonalSpectrum(self.keep))
 
     def _apply(self, t: torch.Tensor, what: str) -> torch.Tensor:
         tw = self._in(t, what)

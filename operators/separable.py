@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import DeviceCache, LinearOperator
+from .spectral import SeparableSpectrum, full_axis_svd
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -77,6 +78,19 @@ class SeparableMatrixOperator(LinearOperator):
 
     def axis_matrices(self, h: int, w: int):
         return self.axis_matrix(h, 0), self.axis_matrix(w, 1)
+
+    def spectral(self, shape):
+        self.check_input(tuple(shape))
+        h, w = shape[-2:]
+
+        def build():
+            # a separate full SVD (complete V, null space included); the kept count comes from
+            # the operator's own factors so both truncate the same directions
+            v_h, s_h = full_axis_svd(self._raw_axis_matrix(h, 0), self.singular_values(h, 0).numel())
+            v_w, s_w = full_axis_svd(self._raw_axis_matrix(w, 1), self.singular_values(w, 1).numel())
+            return SeparableSpectrum(v_h, s_h, v_w, s_w)
+
+        return self._cached_spectrum((h, w), build)
 
     def _mats(self, h: int, w: int, t: torch.Tensor, which: int):
         fh = self._factors.get((0, h), t.device, t.dtype)[which]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import LinearOperator
+from .spectral import ChannelSpectrum, IdentitySpectrum
 
 
 class Denoise(LinearOperator):
@@ -14,6 +15,10 @@ class Denoise(LinearOperator):
 
     def describe(self):
         return "Denoise()"
+
+    def spectral(self, shape):
+        self.check_input(tuple(shape))
+        return self._cached_spectrum("identity", IdentitySpectrum)
 
     def _same(self, t, what):
         return self._in(t, what).to(t.dtype)
@@ -79,6 +84,10 @@ class Colorization(LinearOperator):
                 f"{what} for colorization must have 1 channel (gray), got {shape[1]}: "
                 "pass the gray image, e.g. image.mean(dim=1, keepdim=True)."
             )
+
+    def spectral(self, shape):
+        self.check_input(tuple(shape))
+        return self._cached_spectrum("channel", lambda: ChannelSpectrum(self.channels))
 
     def forward(self, x):
         xw = self._in(x, "image")

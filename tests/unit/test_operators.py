@@ -577,3 +577,62 @@ def test_latent_grid_analogues():
     for op in (sr16, blur, motion, comp, to_latent_grid(Inpainting(mask_for((256, 192))))):
         pz = op.project(z)
         assert rel(op.project(pz), pz) < 1e-10
+
+
+# --- spectral forms (operators/spectral.py) ------------------------------------------------
+
+NO_SPECTRUM = {"compose_box_sr_motion_fft", "compose_box_sr_gauss_fft", "compose_nested_fft_downsample",
+               "compose_sr_colorization", "compose_mask_after_sr"}  # aliasing sums and chains: no cheap V
+
+
+def modes_inner(a, b):
+    return (a.conj() * b).real.sum().item() if a.is_complex() else inner(a, b)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_spectral_form_is_an_svd_of_the_operator(name):
+    """V orthonormal and complete; V diag(s>0) Vᵀ = P, V diag(s²) Vᵀ = HᵀH, V diag(1/s²) Vᵀ = H⁺(H⁺)ᵀ
+    (so H⁺ = V diag(1/s) Uᵀ up to the left factor), H⁺y has no null-space modes."""
+    shape = CASES[name][1][0]
+    op, x, x2, y, kappa = make(name, shape, torch.float64, "random")
+    spec = op.spectral(shape)
+    if name in NO_SPECTRUM:
+        assert spec is None
+        return
+    t = tol(torch.float64, kappa)
+    c, c2 = spec.to_modes(x), spec.to_modes(x2)
+    s = spec.like(c)
+    assert torch.broadcast_shapes(s.shape, c.shape) == c.shape and (s >= 0).all() and (s > 0).any()
+    assert rel(spec.from_modes(c), x) <= tol(torch.float64), "V Vᵀ = I"
+    assert abs(modes_inner(c, c2) - inner(x, x2)) <= tol(torch.float64) * x.norm() * x2.norm(), "Vᵀ V = I"
+    assert rel(spec.apply(x, (spec.s > 0).double()), op.project(x)) <= t, "P = V diag(s>0) Vᵀ"
+    assert rel(spec.apply(x, spec.s**2), op.adjoint(op.forward(x))) <= t, "HᵀH = V diag(s²) Vᵀ"
+    inv2 = torch.where(spec.s > 0, 1.0 / spec.s.clamp_min(1e-300) ** 2, torch.zeros_like(spec.s))
+    assert rel(spec.apply(x, inv2), op.pinv(op.pinv_adjoint(x))) <= t * kappa, "H⁺(H⁺)ᵀ = V diag(1/s²) Vᵀ"
+    hp_modes = spec.to_modes(op.pinv(y))
+    assert (hp_modes * (s == 0)).abs().max() <= t * hp_modes.abs().max(), "H⁺y lies in range(V_s>0)"
+    assert op.spectral(shape) is spec  # cached per shape
+
+
+def test_spectral_singular_values_are_the_operators():
+    sr = SuperResolution(4, "bicubic")
+    spec = sr.spectral((1, 1, 16, 16))
+    s1 = sr.singular_values(16)
+    assert torch.allclose(spec.s, torch.outer(torch.cat([s1, torch.zeros(12)]), torch.cat([s1, torch.zeros(12)])))
+    blur = GaussianBlur(1.0, mode="fft", threshold=0.0)
+    spec = blur.spectral((1, 1, 12, 10))
+    assert torch.allclose(spec.s, torch.fft.fft2(torch.fft.irfft2(blur.transfer_function(12, 10), s=(12, 10))).abs())
+    assert torch.allclose(Colorization().spectral((1, 3, 2, 2)).s.flatten(), torch.tensor([3**-0.5, 0.0, 0.0], dtype=torch.float64))
+    assert Inpainting(mask_for((5, 6))).spectral((1, 3, 5, 6)).rank_fraction == pytest.approx(1 - float(mask_for((5, 6)).mean()))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sr.spectral((1, 1, 15, 16))
+
+
+def test_latent_grid_analogues_have_spectral_forms():
+    """The conjugate samplers' exact noisy map needs the spectrum of the *latent* operator."""
+    lat_shape = (1, 4, 32, 24)
+    pixel_ops = [Inpainting(mask_for((256, 192))), SuperResolution(16, "bicubic"), SuperResolution(4), Denoise(),
+                 GaussianBlur(16.0), GaussianBlur(16.0, mode="fft"), MotionBlur(30, angle=10),
+                 Compose(SuperResolution(16), GaussianBlur(8.0)), Compose(GaussianBlur(8.0, mode="fft"), MotionBlur(20))]
+    for op in pixel_ops:
+        assert to_latent_grid(op).spectral(lat_shape) is not None, op.describe()
