@@ -27,6 +27,7 @@ from .limits import check_solver_memory
 from .comfy_bridge import (VaeBridge, check_interrupt, grad_enabled, make_differentiable, model_kind,
                            model_sampling_of)
 from .presets import PRESET_NAMES, preset
+from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, check_measurement
 
 log = logging.getLogger("comfyui-inverse")
@@ -52,6 +53,18 @@ def resolve_bridge(mode: str) -> str:
     if mode not in BRIDGE_MODES:
         raise ValueError(f"bridge_mode: unknown mode {mode!r}; choose one of {BRIDGE_CHOICES}.")
     return mode
+
+
+def unstable_settings_error(sigma_y: float, w: float, product: float, note: str = "") -> ValueError:
+    """Noisy C-ΠGDM refused, worded in the widgets' units (the sampler sees the latent σ_y). A plain
+    ValueError (the type the UI shows), tagged so the all-in-one node can add what its preset chose."""
+    error = ValueError(
+        f"measurement: sigma_y = {sigma_y:g} (the measurement node's widget) makes C-ΠGDM use its noisy "
+        f"correction, which is unstable for this operator at w = {w:g} (max|c3|·‖H⁺(H⁺)ᵀ‖ = {product:.3g}, "
+        "must be < 0.5). Lower w, lower sigma_y, raise the operator's threshold, or set sigma_y to 0 "
+        f"(noiseless settings).{note}")
+    error.unstable_settings = (sigma_y, w, product)
+    return error
 
 
 def interrupted() -> bool:
@@ -91,6 +104,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
 
     try:
         return run(vjp)
+    except core.UnstableNoisyCorrection as err:
+        raise unstable_settings_error(measurement.sigma_y, w, err.product) from err
     except core.AutogradUnavailable as err:
         _NO_AUTOGRAD[base.diffusion_model] = True
         log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
@@ -334,8 +349,9 @@ class InverseSolveConjugate(io.ComfyNode):
             node_id="InverseSolveConjugate",
             display_name="Inverse Solve (C-ΠGDM)",
             category=CATEGORY,
-            description="All-in-one restoration with the loaded model: C-ΠGDM for SD1.5/SDXL, C-ΠGFM for SD3/Flux. "
+            description="All-in-one restoration (upscale, deblur, inpaint, denoise) with the loaded model: C-ΠGDM for SD1.5/SDXL, C-ΠGFM for SD3/Flux. "
                         "Same code as SamplerConjugatePiGDM/PiGFM + Inverse Sigmas + SamplerCustomAdvanced.",
+            **search_aliases("upscale", "restore", "deblur", "inpaint", "denoise", "super resolution"),
             inputs=[
                 io.Model.Input("model"),
                 io.Vae.Input("vae"),
@@ -390,8 +406,15 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
     x0_output = {}
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1, x0_output)
     noise = torch.zeros_like(latent)  # the sampler draws its own seeded start (extra_args["seed"])
-    samples = guider.sample(noise, latent, sampler, sigmas, callback=callback,
-                            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    try:
+        samples = guider.sample(noise, latent, sampler, sigmas, callback=callback,
+                                disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    except ValueError as err:
+        if preset_name == "custom" or not hasattr(err, "unstable_settings"):
+            raise
+        raise unstable_settings_error(*err.unstable_settings, note=(
+            f" Preset {preset_name!r} chose these noisy settings (w = {w:g}, lambda = {lam:g}) because sigma_y > 0: "
+            "set sigma_y to 0, or choose preset 'custom' with a smaller w.")) from err.__cause__
     samples = samples.to(comfy.model_management.intermediate_device())
     image = vae.decode(samples)
     if image.ndim == 5:

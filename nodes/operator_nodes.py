@@ -10,13 +10,14 @@ from comfy_api.latest import io, ui
 
 from .. import operators as ops
 from .convert import bchw_to_image, image_to_bchw
+from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, OperatorType
 
 CATEGORY = "inverse/operators"
 log = logging.getLogger("comfyui-inverse")
 
 
-def _operator_node(node_id: str, display_name: str, description: str, inputs: list) -> io.Schema:
+def _operator_node(node_id: str, display_name: str, description: str, inputs: list, aliases=()) -> io.Schema:
     return io.Schema(
         node_id=node_id,
         display_name=display_name,
@@ -24,6 +25,7 @@ def _operator_node(node_id: str, display_name: str, description: str, inputs: li
         description=description,
         inputs=inputs,
         outputs=[OperatorType.Output(display_name="operator")],
+        **search_aliases(*aliases),
     )
 
 
@@ -32,13 +34,17 @@ class SuperResolutionOperator(io.ComfyNode):
     def define_schema(cls):
         return _operator_node(
             "InverseSuperResolution",
-            "Super-Resolution Operator",
-            "Downsampling by an integer factor: the measurement is the low-resolution image.",
+            "Super-Resolution / Upscale Operator",
+            "Upscale: the measurement is the low-resolution image, the result is `factor` times larger in width and "
+            "height (the operator downsamples by an integer factor).",
             [
-                io.Int.Input("factor", default=4, min=2, max=32, tooltip="Downsampling factor s: the image sides must be divisible by s."),
+                io.Int.Input("factor", default=4, min=2, max=32,
+                             tooltip="Upscale factor s (×s per side). With Degrade Image the clean image's sides must be "
+                                     "divisible by s; with Measurement From Image any photo size works."),
                 io.Combo.Input("kernel", options=["bicubic", "box"], default="bicubic",
                                tooltip="bicubic: antialiased bicubic (Keys a=-0.5), like most image resizers. box: average pooling."),
             ],
+            aliases=("upscale", "upscaler", "super resolution", "enlarge", "increase resolution", "SR"),
         )
 
     @classmethod
@@ -73,9 +79,12 @@ class InpaintingOperator(io.ComfyNode):
             resize_to = (int(image.shape[1]), int(image.shape[2]))
         operator = ops.Inpainting(mask, threshold=threshold, dilate=dilate, resize_to=resize_to)
         if operator.missing_fraction == 1.0:
-            # Allowed (inpaint everything = generation), but usually an inverted mask.
-            log.warning("comfyui-inverse: Inpainting Operator: the mask marks every pixel missing (1 = fill), so the "
-                        "result will ignore the image. If 1 should mean keep, invert the mask (InvertMask node).")
+            # Allowed (inpaint everything = generation), but usually an inverted mask: say so on the
+            # node (ui text, shown by web/show_text.js) and in the server log.
+            warning = ("Warning: the mask marks every pixel missing (1 = fill), so the result will ignore the "
+                       "image. If 1 should mean keep, invert the mask (InvertMask node).")
+            log.warning("comfyui-inverse: Inpainting Operator: %s", warning)
+            return io.NodeOutput(operator, ui=ui.PreviewText(warning))
         return io.NodeOutput(operator)
 
 
@@ -231,6 +240,7 @@ class MeasurementFromImage(io.ComfyNode):
             display_name="Measurement From Image",
             category=CATEGORY,
             description="Use your own degraded photo as the measurement: a small image to upscale, a blurry photo, or a photo whose masked part should be filled.",
+            **search_aliases("upscale photo", "restore photo", "load degraded image"),
             inputs=[
                 io.Image.Input("image", tooltip="The degraded photo as you have it (for super-resolution: the small image)."),
                 OperatorType.Input("operator"),
@@ -250,7 +260,7 @@ class MeasurementFromImage(io.ComfyNode):
         image_shape = tuple(operator.input_shape(tuple(y.shape)))
         if isinstance(operator, ops.Inpainting):
             y = operator.forward(y)  # the masked pixels carry no information
-        measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=image_shape)
+        measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=image_shape, from_photo=True)
         return io.NodeOutput(measurement, bchw_to_image(measurement.pinv_image()))
 
 

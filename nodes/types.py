@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,12 +20,15 @@ class Measurement:
 
     `y` is H x + noise on the [0, 1] image scale (B×C'×H'×W', CPU float32), `image_shape` the
     B×C×H×W shape of the unknown image x, `sigma_y` the noise std on the [0, 1] scale.
+    `from_photo`: y is the user's own photo (Measurement From Image), not made from a clean
+    image (Degrade Image); size advice then speaks about that photo.
     """
 
     y: torch.Tensor
     operator: LinearOperator
     sigma_y: float
     image_shape: tuple[int, int, int, int]
+    from_photo: bool = False
 
     @property
     def batch(self) -> int:
@@ -40,6 +44,38 @@ class Measurement:
         return 2.0 * self.y - self.operator.forward(ones)
 
 
+def _multiples(n: int, step: int) -> tuple[int, int]:
+    """The multiples of `step` just below (at least one step) and just above n."""
+    return max(step, n // step * step), -(-n // step) * step
+
+
+def size_advice(measurement, h: int, w: int, downscale: int) -> str:
+    """Why an h×w image cannot go through the VAE, and which size the user's own input should have.
+
+    The input the user has is the photo given to Measurement From Image (y, small for
+    super-resolution) or the clean image given to Degrade Image (x). With a ×s upscale a photo
+    side p restores to s·p, which the VAE takes when p is a multiple of d/gcd(s, d); a clean
+    image side must be a multiple of lcm(s, d), to be divisible by s as well.
+    """
+    yh, yw = (int(v) for v in measurement.y.shape[-2:])
+    head = f"measurement: the restored image would be {w}×{h} pixels, but the VAE needs multiples of {downscale}."
+    if h % yh or w % yw or h // yh != w // yw:  # no single integer upscale: size of the image only
+        return f"{head} Crop or resize the input image to {w - w % downscale or downscale}×{h - h % downscale or downscale}."
+    s = h // yh
+    if getattr(measurement, "from_photo", False):
+        step = downscale // math.gcd(s, downscale)
+        (w0, w1), (h0, h1) = _multiples(yw, step), _multiples(yh, step)
+        what = f"the photo given to Measurement From Image ({yw}×{yh})"
+        if s == 1:
+            return f"{head} Crop {what} to {w0}×{h0}, or resize it to {w1}×{h1}."
+        return (f"{head} At ×{s}, crop {what} to {w0}×{h0} (restored {s * w0}×{s * h0}) or resize it to "
+                f"{w1}×{h1} (restored {s * w1}×{s * h1}).")
+    step = s * downscale // math.gcd(s, downscale)
+    (w0, w1), (h0, h1) = _multiples(w, step), _multiples(h, step)
+    multiple = f"multiples of {step}" + (f" (the factor {s} and the VAE's {downscale})" if s > 1 else "")
+    return f"{head} Crop the image given to Degrade Image to {w0}×{h0}, or resize it to {w1}×{h1}: {multiple}."
+
+
 def check_measurement_image(measurement, downscale: int) -> tuple[int, int, int, int]:
     """The measurement a latent solver can restore: a MEASUREMENT of an RGB image whose sides the
     VAE accepts. Returns its image shape (B, C, H, W)."""
@@ -53,11 +89,7 @@ def check_measurement_image(measurement, downscale: int) -> tuple[int, int, int,
             "Remove the alpha channel (e.g. with Split Image with Alpha) before making the measurement."
         )
     if h % downscale or w % downscale:
-        raise ValueError(
-            f"measurement: the restored image would be {w}×{h} pixels, but the VAE needs multiples of {downscale}. "
-            f"Crop or resize the input image to {w - w % downscale}×{h - h % downscale} (for super-resolution: a "
-            f"low-resolution size that is a multiple of {downscale} divided by the factor)."
-        )
+        raise ValueError(size_advice(measurement, h, w, downscale))
     return b, c, h, w
 
 

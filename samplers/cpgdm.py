@@ -93,6 +93,16 @@ def _spectral_norm(apply, like: torch.Tensor, iters: int = 20) -> float:
     return norm
 
 
+class UnstableNoisyCorrection(ValueError):
+    """Noisy C-ΠGDM refused: its σ_y correction would diverge. `product` = max|c3|·‖M‖ (must be
+    < 0.5), `w` the guidance weight; callers that know the user's units reword the message."""
+
+    def __init__(self, message: str, *, product: float, w: float):
+        super().__init__(message)
+        self.product = product
+        self.w = w
+
+
 def _check_noisy_correction(coefs, M, hy, sigma_y, w) -> None:
     """The c3·M map and its one-term Neumann inverse need |κ|·‖M‖ < 1 (κ = c3/e^{c1+c2}).
 
@@ -102,8 +112,8 @@ def _check_noisy_correction(coefs, M, hy, sigma_y, w) -> None:
     kappa = max(max(abs(c.kappa), abs(c.kappa_next)) for c in coefs)
     norm_m = _spectral_norm(M, hy[:1])
     if kappa * norm_m >= 0.5:
-        raise ValueError(
+        raise UnstableNoisyCorrection(
             f"noisy C-ΠGDM (sigma_y={sigma_y:g}, w={w:g}) is unstable for this operator: the σ_y correction "
             f"max|c3|·‖H⁺(H⁺)ᵀ‖ = {kappa:.2e}·{norm_m:.3g} = {kappa * norm_m:.3g} must be < 0.5. Lower w or "
-            "sigma_y, raise the operator's singular-value threshold, or run the noiseless sampler (sigma_y=0)."
-        )
+            "sigma_y, raise the operator's singular-value threshold, or run the noiseless sampler (sigma_y=0).",
+            product=kappa * norm_m, w=w)

@@ -10,7 +10,8 @@ Decisions this suite pins down:
 - Inpainting mask all zeros (nothing missing): valid; H = I, the pseudo-inverse is the image
   exactly and solvers run.
 - Inpainting mask all ones (nothing observed): allowed (inpaint everything = generation), the
-  pseudo-inverse is black and the server log carries a warning naming the mask and the fix.
+  pseudo-inverse is black; the warning naming the mask and the fix is the Inpainting Operator's
+  ui text (shown on the node) and is in the server log.
 - NaN images: stock nodes can make one (SolidMask accepts the JSON literal NaN, which passes
   ComfyUI's min/max validation; MaskToImage turns it into an IMAGE). Inf cannot pass any stock
   widget's max, so it is covered by the same `isfinite` check only in unit tests.
@@ -172,6 +173,23 @@ def modify(build: Callable[[dict], dict], **changes) -> Callable[[dict], dict]:
     return make
 
 
+def photo_measurement(tiny, width, height, operator, sigma_y=0.0, preset="custom") -> dict:
+    """The user's own (small) photo through Measurement From Image into the all-in-one C-ΠGDM node."""
+    graph = solver_graph(tiny, "conjugate")
+    graph["img"] = empty_image(width, height)
+    graph["op"] = operator
+    graph["deg"] = {"class_type": "InverseMeasurementFromImage",
+                    "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": sigma_y}}
+    graph["solve"]["inputs"]["preset"] = preset
+    return graph
+
+
+# Gaussian blur of 8 px (1 latent pixel) keeping singular values down to 0.001: on the latent grid
+# ‖H⁺(H⁺)ᵀ‖ ~ 3e6, which breaks the noisy correction (max|c3|·‖M‖ ~ 200 ≫ 0.5).
+ILL_CONDITIONED_BLUR = {"class_type": "InverseGaussianBlur",
+                        "inputs": {"sigma": 8.0, "kernel_size": 0, "threshold": 0.001, "boundary": "zero"}}
+
+
 def rgba_measurement(tiny, solver="treg"):
     graph = solver_graph(tiny, solver)
     graph["alpha"] = solid_mask(1.0)
@@ -289,6 +307,17 @@ ROWS = [
         ("measurement", "4 channels", ("RGB", "alpha"))),
     Row("conjugate_rgba_image", lambda t: rgba_measurement(t, "conjugate"), "InverseSolveConjugate",
         ("measurement", "4 channels", ("RGB", "alpha"))),
+    # A 25×19 photo at ×3 restores to 75×57, which the VAE refuses: the advice is about the photo the
+    # user has (sides a multiple of 8 at ×3), not the restored size (72×56 is not 3× any photo).
+    Row("photo_25x19_upscale_x3_size_advice", lambda t: photo_measurement(t, 25, 19, sr_operator(3)),
+        "InverseSolveConjugate", ("Measurement From Image", "25×19", "24×16", "32×24", "×3"),
+        forbidden=("72×56",), followup="conjugate"),
+    # σ_y quoted as the widget shows it (the sampler sees 0.006 on the latent grid), and preset auto
+    # named as what chose the noisy settings.
+    Row("conjugate_noisy_unstable_preset_auto",
+        lambda t: photo_measurement(t, SIZE, SIZE, ILL_CONDITIONED_BLUR, sigma_y=0.01, preset="auto"),
+        "InverseSolveConjugate", ("sigma_y = 0.01", "'auto'", "w = 2", ("sigma_y to 0",)),
+        forbidden=("0.006", "sigma_y=0.00"), followup="conjugate"),
     Row("treg_8k_request", lambda t: large_request_graph(t, "treg"), "InverseTRegSolve",
         ("measurement", "8192×8192", "GB", ("smaller", "tile"))),
     Row("conjugate_8k_request", lambda t: large_request_graph(t, "conjugate"), "InverseSolveConjugate",
@@ -385,6 +414,27 @@ def test_all_ones_mask_is_allowed_with_a_warning(server, tiny_models):
     log = server.log_text()[log_before:]
     assert re.search(r"mask.*every pixel.*missing", log, re.I | re.S), f"no warning in the log:\n{log[-2000:]}"
     assert "invert" in log.lower(), "the warning should say how to fix an inverted mask"
+    # ... and on the node itself (ui text, which web/show_text.js puts on the canvas)
+    (shown,) = server.texts(history, "op")
+    assert re.search(r"every pixel missing", shown) and "InvertMask" in shown, shown
+
+
+def test_all_zero_mask_has_no_warning_text(server, tiny_models):
+    history = server.run(with_models(tiny_models, with_mask(degrade_graph(seed=8), 0.0)), timeout=TIMEOUT)
+    assert server.texts(history, "op") == []
+
+
+# ------------------------------------------------------------------------------------ progress
+
+@pytest.mark.parametrize("solver", ["conjugate", "treg"])
+def test_all_in_one_nodes_report_every_step_over_the_websocket(server, tiny_models, solver):
+    """Inverse Solve and TReg Solve send one `progress` event per step for their own node id (the
+    frontend's node progress bar; ComfyUI's overall percentage counts finished nodes)."""
+    events = []
+    graph = with_models(tiny_models, solver_graph(tiny_models, solver, steps=3, seed=5, prefix=f"progress_{solver}"))
+    server.http.run(graph, timeout=TIMEOUT, progress=events.append)
+    steps = [e["data"] for e in events if e["type"] == "progress" and str(e["data"].get("node")) == "solve"]
+    assert [d["value"] for d in steps] == [1, 2, 3] and {d["max"] for d in steps} == {3}, steps
 
 
 # --------------------------------------------------------------------- cancel, load, restarts
