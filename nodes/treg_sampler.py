@@ -12,7 +12,7 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..samplers.treg import PAPER_DEFAULTS, run_treg_ksampler
+from ..samplers.treg import PAPER_DEFAULTS, seed_generator, treg_sample
 from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
 from .convert import check_finite
 from .limits import check_solver_memory
@@ -55,10 +55,18 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
         def dps_denoise(x_in, sigma_b, null_embedding):
             return null_prediction(guider, x_in, sigma_b, extra_args.get("model_options", {}))
 
-    return run_treg_ksampler(
-        model, x, sigmas, extra_args, callback, disable,
-        operator=measurement.operator, y=y, decode=bridge.decode, encode=bridge.encode,
-        negation=getattr(guider, "treg_negation", None), should_stop=_interrupted, prediction=kind,
+    def denoise(x_in, sigma_b, null_embedding):
+        # the guider's CFG x̂0; it reads the null embedding from the same negation itself
+        return model(x_in, sigma_b, **extra_args)
+
+    def report(k, x_k, x0):
+        if callback is not None:
+            callback({"x": x_k, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
+
+    return treg_sample(
+        denoise, sigmas, x, measurement.operator, y, bridge.decode, bridge.encode,
+        negation=getattr(guider, "treg_negation", None), generator=seed_generator(extra_args.get("seed")),
+        callback=report, should_stop=_interrupted, prediction=kind,
         dc_every=dc_every, dc_until=dc_until, cg_iters=cg_iters, cg_lambda=cg_lambda,
         use_dps=use_dps, dps_scale=(dps_scale if dps_scale > 0 else None), dps_denoise=dps_denoise,
     )

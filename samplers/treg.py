@@ -6,7 +6,7 @@ Conventions (ComfyUI, VP models = EPS or V prediction):
 - The paper's loop is written in z (treg_spec §1.3); each update below is that formula divided
   by √ᾱ_prev, so it stays in ComfyUI's state and needs no conversion at the model call.
 
-Injected callables (the ComfyUI layer builds them; see `run_treg_ksampler`):
+Injected callables (the ComfyUI layer builds them: nodes/treg_sampler.py):
 - denoise(x, sigma_B, null_embedding) -> x̂0: CFG-combined prediction (positive cond captured by
   the caller, negative = `null_embedding` B×T×D fp32 or None). sigma_B is σ·ones(B).
 - decode(latent) -> pixels B×3×H×W in [-1, 1], unclamped. encode(pixels, generator) -> latent
@@ -29,7 +29,6 @@ __all__ = [
     "check_vp_prediction",
     "data_consistency",
     "dc_schedule",
-    "run_treg_ksampler",
     "seed_generator",
     "treg_sample",
     "AN_LR_BY_TASK",
@@ -255,69 +254,7 @@ def _dps_step(denoise, x, sigma, sigma_next, null, operator, y, decode, scale):
     return x0, x_next
 
 
-def _find_negation(model) -> AdaptiveNegation | None:
-    """The GUIDER carries the negation as `.treg_negation`; walk the `.inner_model` chain to it."""
-    seen = 0
-    while model is not None and seen < 8:
-        negation = getattr(model, "treg_negation", None)
-        if isinstance(negation, AdaptiveNegation):
-            return negation
-        model = getattr(model, "inner_model", None)
-        seen += 1
-    return None
-
-
 def seed_generator(seed: int | None) -> torch.Generator:
     """CPU generator for TReg's own noise, decorrelated from ComfyUI's initial noise of the same seed."""
     seed = 0 if seed is None else int(seed)
     return torch.Generator(device="cpu").manual_seed((seed * 6364136223846793005 + 1442695040888963407) % 2**63)
-
-
-def run_treg_ksampler(
-    model,
-    x: torch.Tensor,
-    sigmas: torch.Tensor,
-    extra_args: dict | None = None,
-    callback: Callable | None = None,
-    disable=None,
-    *,
-    operator,
-    y: torch.Tensor,
-    decode: Callable,
-    encode: Callable,
-    negation: AdaptiveNegation | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    **options,
-) -> torch.Tensor:
-    """k-diffusion-style sampler body for comfy's KSAMPLER: fn(model, x, sigmas, extra_args, callback, disable).
-
-    `model(x, sigma_B, **extra_args)` is the guider's CFG x̂0. The guider reads the null embedding
-    from the same AdaptiveNegation (found as `.treg_negation` on the model chain unless given), so
-    the `null_embedding` argument of denoise is informational here. The generator is seeded from
-    extra_args["seed"]. `options` go to treg_sample (dc_every, cg_iters, …).
-    """
-    extra_args = {} if extra_args is None else extra_args
-    if negation is None:
-        negation = _find_negation(model)
-
-    def denoise(x_in, sigma_b, null_embedding):
-        return model(x_in, sigma_b, **extra_args)
-
-    def k_callback(k, x_k, x0):
-        if callback is not None:
-            callback({"x": x_k, "i": k, "sigma": sigmas[k], "sigma_hat": sigmas[k], "denoised": x0})
-
-    return treg_sample(
-        denoise,
-        sigmas,
-        x,
-        operator,
-        y,
-        decode,
-        encode,
-        negation=negation,
-        generator=seed_generator(extra_args.get("seed")),
-        callback=k_callback,
-        should_stop=should_stop,
-        **options,
-    )

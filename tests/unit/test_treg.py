@@ -506,34 +506,3 @@ def test_bad_inputs_raise_clear_value_errors():
         call(y=torch.cat([y, y]))
     for kind in ("eps", "v", "vp"):  # V-prediction is a VP model too: accepted
         treg.check_vp_prediction(kind)
-
-
-def test_ksampler_adapter_finds_the_guider_negation_and_seeds_from_extra_args():
-    toy = Toy(dtype=torch.float32)
-    negation = toy.negation()
-
-    class Guider:  # stands in for the GUIDER a KSamplerX0Inpaint wraps
-        treg_negation = negation
-
-        def __call__(self, x, sigma_b, **kw):
-            return toy.denoise(x, sigma_b, self.treg_negation.embedding)
-
-    class Wrapped:
-        inner_model = Guider()
-
-        def __call__(self, x, sigma_b, **kw):
-            assert kw == {"seed": 5}
-            return self.inner_model(x, sigma_b, **kw)
-
-    op = SuperResolution(2, "bicubic")
-    sigmas = sd_sigmas(6, torch.float32)
-    x = start(sigmas, dtype=torch.float32)
-    y = measurement(op, dtype=torch.float32)
-    events = []
-    out = treg.run_treg_ksampler(Wrapped(), x, sigmas, {"seed": 5}, events.append, None,
-                                 operator=op, y=y, decode=toy.decode, encode=toy.encode)
-    assert negation.updates == 2
-    assert [e["i"] for e in events] == list(range(6)) and set(events[0]) >= {"x", "denoised", "sigma"}
-    direct = treg_sample(lambda a, s, u: toy.denoise(a, s, u), sigmas, x, op, y, toy.decode, toy.encode,
-                         negation=negation, generator=treg.seed_generator(5))
-    assert torch.equal(out, direct)
