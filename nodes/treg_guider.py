@@ -106,13 +106,20 @@ def build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_
     return guider
 
 
-def guider_inputs() -> list:
+def prompt_inputs() -> list:
+    """The prompt and the null prompt (TReg's text regularisation)."""
     return [
         io.Conditioning.Input("positive", tooltip="The text describing the image (TReg's text regularisation)."),
         io.Conditioning.Input(
             "negative",
             tooltip=f"The null prompt that adaptive negation adapts; the paper uses \"{PAPER_DEFAULTS['null_prompt']}\".",
         ),
+    ]
+
+
+def guidance_inputs() -> list:
+    """CFG scale and the adaptive-negation settings."""
+    return [
         io.Float.Input("cfg", default=PAPER_DEFAULTS["cfg"], min=0.0, max=30.0, step=0.1, round=0.01,
                        tooltip="CFG scale between the prompt and the (adapted) null prompt; 0 = null prompt only."),
         io.Int.Input("an_steps", default=PAPER_DEFAULTS["an_steps"], min=0, max=100,
@@ -121,9 +128,16 @@ def guider_inputs() -> list:
                        tooltip="AN learning rate. Paper: 1e-3 super-resolution, 5e-4 deblurring, 8e-4 otherwise; lower it if artifacts appear."),
         io.Combo.Input("an_method", options=list(AN_METHODS), default="adam",
                        tooltip="adam: the paper's 10 fresh Adam steps. sign: their closed form (lr·steps·sign of the image embedding)."),
-        io.ClipVision.Input("clip_vision", optional=True,
-                            tooltip="CLIP vision model for AN: ViT-L/14 for SD1.5; for SDXL ViT-L/14 (CLIP-L part) or ViT-bigG/14 (CLIP-G part)."),
     ]
+
+
+def clip_vision_input():
+    return io.ClipVision.Input("clip_vision", optional=True,
+                               tooltip="CLIP vision model for AN: ViT-L/14 for SD1.5; for SDXL ViT-L/14 (CLIP-L part) or ViT-bigG/14 (CLIP-G part).")
+
+
+def guider_inputs() -> list:
+    return [*prompt_inputs(), *guidance_inputs(), clip_vision_input()]
 
 
 class TRegGuiderNode(io.ComfyNode):

@@ -17,7 +17,8 @@ from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model
 from .convert import check_finite
 from .limits import check_solver_memory
 from .treg_common import signed_measurement
-from .treg_guider import CATEGORY, build_treg_guider, guider_inputs, null_prediction
+from .treg_guider import (CATEGORY, build_treg_guider, clip_vision_input, guidance_inputs, null_prediction,
+                          prompt_inputs)
 from .types import MeasurementType, check_measurement_image
 from ..samplers.treg_variants import flow_model_refusal
 
@@ -83,10 +84,16 @@ def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda,
     return comfy.samplers.KSAMPLER(treg_sampler_function, extra_options=options)
 
 
-def sampler_inputs() -> list:
+def measurement_inputs() -> list:
     return [
         MeasurementType.Input("measurement"),
         io.Vae.Input("vae", tooltip="The model's VAE: data consistency runs on decoded pixels and re-encodes."),
+    ]
+
+
+def consistency_inputs() -> list:
+    """Data-consistency settings (and the optional DPS steps between them)."""
+    return [
         io.Int.Input("dc_every", default=PAPER_DEFAULTS["dc_every"], min=1, max=100,
                      tooltip="Data consistency (and AN) on every k-th step."),
         io.Float.Input("dc_until", default=PAPER_DEFAULTS["dc_until"], min=0.0, max=1.0, step=0.01,
@@ -98,6 +105,10 @@ def sampler_inputs() -> list:
         io.Boolean.Input("use_dps", default=False,
                          tooltip="Gradient (DPS) steps on the non-DC steps, through the VAE decoder and UNet: slower, more memory; can reduce artifacts."),
     ]
+
+
+def sampler_inputs() -> list:
+    return [*measurement_inputs(), *consistency_inputs()]
 
 
 class SamplerTRegNode(io.ComfyNode):
@@ -147,15 +158,15 @@ class TRegSolveNode(io.ComfyNode):
             ),
             inputs=[
                 io.Model.Input("model"),
-                *sampler_inputs()[:2],
-                *guider_inputs()[:2],
+                *measurement_inputs(),
+                *prompt_inputs(),
                 io.Int.Input("steps", default=100, min=1, max=1000, tooltip="Sampling steps (the paper uses 200)."),
                 io.Combo.Input("scheduler", options=list(comfy.samplers.SCHEDULER_NAMES), default="ddim_uniform",
                                tooltip="ddim_uniform reproduces the paper's DDIM timesteps."),
-                *guider_inputs()[2:-1],
-                *sampler_inputs()[2:],
+                *guidance_inputs(),
+                *consistency_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-                guider_inputs()[-1],
+                clip_vision_input(),  # optional, so after the required inputs
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
