@@ -3,6 +3,7 @@
 from .analytic import GaussianMixturePrior, dense_matrix, gaussian_prior, mixture_prior
 from .common import measurement_start
 from .cpgdm import UnstableNoisyCorrection, cpgdm
+from .cpgdm_noisy import wiener_start, wiener_y
 from .cpgfm import cpgfm
 from .ddim import ddim
 from .dps import dps
@@ -24,5 +25,5 @@ __all__ = [
     "OperatorProblem", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "dense_matrix", "dps", "flow_sigmas_uniform_t",
     "gaussian_prior", "get_vjp", "measurement_start", "mixture_prior", "pigdm", "pigfm",
     "sigma_to_alpha_bar", "sigma_to_flow_time", "sigma_to_vp", "sigma_to_vp_time",
-    "vp_sigmas_uniform_t", "vp_time_to_sigma",
+    "vp_sigmas_uniform_t", "vp_time_to_sigma", "wiener_start", "wiener_y",
 ]

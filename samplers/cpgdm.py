@@ -19,25 +19,34 @@ import torch
 
 from .coefficients import vp_coefficients
 from .common import Run
+from .cpgdm_noisy import choose_noisy_mode, cpgdm_exact_noisy
 
 NOISELESS_DEFAULTS = {"w": 15.0, "lam": 0.0}  # SR×4, 5 steps (test.sh)
 NOISY_DEFAULTS = {"w": 2.0, "lam": -0.15}  # SR×4, σ_y = 0.05, 5 steps (imp_pgdm.sh)
+EXACT_NOISY_DEFAULTS = {"w": 5.0, "k": 2.0, "lam": 0.0}  # noisy="exact", ω = w + k/σ² (benchmarks/analytic_posterior.py)
 
 
 def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: float | None = None,
           sigma_y: float | None = None, vjp="autograd", generator=None, callback=None, should_stop=None,
-          work_dtype=None, closed_form: bool | None = None):
+          work_dtype=None, closed_form: bool | None = None, noisy: str = "exact"):
     """Conditional conjugate ΠGDM sampler; returns the state at sigmas[-1] (ComfyUI σ).
 
-    sigma_y defaults to problem.sigma_y; w/lam default to the paper's (15, 0) noiseless or
-    (2, −0.15) noisy. x defaults to the data-dependent start H⁺y + σ0·z (z from generator).
+    sigma_y defaults to problem.sigma_y; w/lam default to the paper's (15, 0) noiseless,
+    (2, −0.15) noisy="paper", (5, 0) with k = 2 noisy="exact". x defaults to the data-dependent
+    start H⁺y + σ0·z (z from generator; cpgdm_noisy.wiener_start is the noisy alternative).
+    noisy (σ_y > 0 only): "exact" = the per-mode noisy ΠGDM map in the SVD of H (cpgdm_noisy.py;
+    falls back to "paper" with a log line when the operator has no spectral form), "paper" = the
+    released c₃ heuristic below.
     """
     sigma_y = float(problem.sigma_y if sigma_y is None else sigma_y)
-    defaults = NOISY_DEFAULTS if sigma_y > 0 else NOISELESS_DEFAULTS
+    mode, spectrum = choose_noisy_mode(noisy, problem, problem.pinv_y, sigma_y)
+    defaults = (EXACT_NOISY_DEFAULTS if mode == "exact" else NOISY_DEFAULTS) if sigma_y > 0 else NOISELESS_DEFAULTS
     w = defaults["w"] if w is None else float(w)
     lam = defaults["lam"] if lam is None else float(lam)
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)
+    if mode == "exact":
+        return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=EXACT_NOISY_DEFAULTS["k"])
     coefs = vp_coefficients(run.sigmas, w=w, lam=lam, sigma_y=sigma_y, closed_form=closed_form)
     noisy = sigma_y > 0
     P = problem.project

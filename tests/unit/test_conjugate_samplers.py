@@ -228,7 +228,8 @@ def _all_samplers(prior, prob):
     den = prior.denoiser("vp")
     return {
         "cpgdm": lambda s, x=None, **k: cpgdm(den, prob, s, x, vjp=vjp, **k),
-        "ncpgdm": lambda s, x=None, **k: cpgdm(den, prob, s, x, sigma_y=0.05, vjp=vjp, **k),
+        "ncpgdm": lambda s, x=None, **k: cpgdm(den, prob, s, x, sigma_y=0.05, vjp=vjp, noisy="paper", **k),
+        "ncpgdm_exact": lambda s, x=None, **k: cpgdm(den, prob, s, x, sigma_y=0.05, vjp=vjp, **k),
         "pigdm": lambda s, x=None, **k: pigdm(den, prob, s, x, vjp=vjp, **k),
         "dps": lambda s, x=None, **k: dps(den, prob, s, x, vjp=vjp, **k),
         "ddim_proj": lambda s, x=None, **k: ddim(den, s, x, problem=prob, **k),
@@ -278,14 +279,14 @@ def test_noisy_defaults_and_sigma_end_zero(prior, truth):
     den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
     sig = vp_sigmas_uniform_t(5, dtype=torch.float64)
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(8))
-    noisy = cpgdm(den, prob, sig, xs, vjp=vjp)  # w = 2, λ = −0.15, c3 correction on
+    noisy = cpgdm(den, prob, sig, xs, vjp=vjp, noisy="paper")  # w = 2, λ = −0.15, c3 correction on
     plain = cpgdm(den, prob, sig, xs, vjp=vjp, w=2.0, lam=-0.15, sigma_y=0.0)
     diff = float((noisy - plain).norm() / plain.norm())
     assert 1e-5 < diff < 0.2  # a small first-order correction, not nothing and not a blow-up
     # the heuristic c3·M map diverges when |κ|·‖M‖ ≥ 1 (ill-conditioned deblur, ‖M‖ ~ 1e5): refused
     blur_prob, _ = _problem(GaussianBlur(1.0), truth, 2, sigma_y=0.05)
     with pytest.raises(ValueError, match="unstable"):
-        cpgdm(den, blur_prob, sig, vjp=vjp, generator=torch.Generator().manual_seed(0))
+        cpgdm(den, blur_prob, sig, vjp=vjp, generator=torch.Generator().manual_seed(0), noisy="paper")
     # a ComfyUI-style grid ending in σ = 0: the model is never called at 0, the output is finite
     seen = []
 
