@@ -126,7 +126,7 @@ def measure(run, steps: int):
 
 
 def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autograd",),
-                bridges=("latent_surrogate", "consistent_target", "pixel_bridge")):
+                bridges=("latent_surrogate", "consistent_target", "pixel_bridge"), checkpoint=(True,)):
     import torch
     import comfy.samplers
     from comfyui_inverse import operators as ops
@@ -156,15 +156,22 @@ def bench_model(models_dir, family, sizes, steps, modes, log, bridge_vjp=("autog
                                      callback=callback)
 
             configs = [("stock euler", "-", "-", lambda: comfy.samplers.sampler_object("euler"))]
+            def make_ours(vjp, bridge, ckpt):
+                sampler = cn.make_sampler(kind, meas, vae, 15.0 if kind == "vp" else 20.0, 0.0 if kind == "vp" else 0.2,
+                                          vjp, bridge)
+                sampler.extra_options["checkpoint"] = ckpt
+                return sampler
+
             for vjp in modes:
                 for bridge in bridges:
                     if bridge == "pixel_bridge" and vjp not in bridge_vjp:
                         continue  # vjp none: identical computation to latent_surrogate (no residual is used)
                     if bridge == "consistent_target" and vjp != "autograd":
                         continue  # its steps are latent_surrogate's; only the one-time setup differs
-                    configs.append(("C-ΠGDM" if kind == "vp" else "C-ΠGFM", vjp, bridge,
-                                    lambda vjp=vjp, bridge=bridge: cn.make_sampler(kind, meas, vae, 15.0 if kind == "vp" else 20.0,
-                                                                                  0.0 if kind == "vp" else 0.2, vjp, bridge)))
+                    for ckpt in (checkpoint if vjp == "autograd" else (True,)):
+                        label = vjp if vjp != "autograd" else ("autograd+ckpt" if ckpt else "autograd (no ckpt)")
+                        configs.append(("C-ΠGDM" if kind == "vp" else "C-ΠGFM", label, bridge,
+                                        lambda vjp=vjp, bridge=bridge, ckpt=ckpt: make_ours(vjp, bridge, ckpt)))
             euler = None
             for name, vjp, bridge, make in configs:
                 try:
@@ -217,6 +224,9 @@ def main(argv=None):
     parser.add_argument("--vjp", nargs="+", default=["autograd", "finite_difference", "none"])
     parser.add_argument("--bridge-vjp", nargs="+", default=["autograd"],
                         help="vjp modes to combine with pixel_bridge (it is slow on CPU)")
+    parser.add_argument("--checkpoint", choices=["on", "off", "both"], default="on",
+                        help="autograd rows with the model's blocks checkpointed during the VJP (the solver's "
+                             "default), without (the old behaviour), or both side by side")
     parser.add_argument("--skip-analytic", action="store_true")
     parser.add_argument("--out", default=str(HERE / "results" / "comfy_overhead.md"))
     args = parser.parse_args(argv)
@@ -236,7 +246,9 @@ def main(argv=None):
     for run in args.runs:
         family, size, *only = run.split(":")
         bridges = ("latent_surrogate",) if only == ["surrogate"] else ("latent_surrogate", "consistent_target", "pixel_bridge")
-        rows += bench_model(Path(args.models), family, [int(size)], args.steps, args.vjp, log, args.bridge_vjp, bridges)
+        ckpt = {"on": (True,), "off": (False,), "both": (False, True)}[args.checkpoint]
+        rows += bench_model(Path(args.models), family, [int(size)], args.steps, args.vjp, log, args.bridge_vjp, bridges,
+                            ckpt)
         write(args, rows, out_lines, time.perf_counter() - t_all, partial=True)
     if not args.skip_analytic:
         from comfyui_inverse.benchmarks import latent_analytic

@@ -8,6 +8,7 @@ The all-in-one node builds a stock CFGGuider and calls the very same sampler fun
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import types
 import weakref
@@ -24,7 +25,7 @@ from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import check_finite
 from .limits import check_solver_memory
-from .comfy_bridge import (VaeBridge, check_interrupt, grad_enabled, make_differentiable, model_kind,
+from .comfy_bridge import (VaeBridge, check_interrupt, checkpointed_blocks, grad_enabled, make_differentiable, model_kind,
                            model_sampling_of)
 from .presets import PRESET_NAMES, preset
 from .schema_extras import search_aliases
@@ -78,7 +79,8 @@ def _expand_batch(y: torch.Tensor, batch: int) -> torch.Tensor:
 
 def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, family: str,
                                measurement, vae, w: float, lam: float, vjp: str = "autograd",
-                               bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True):
+                               bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True,
+                               checkpoint: bool = True):
     """KSAMPLER function: C-ΠGDM ('vp') or C-ΠGFM ('flow') on the model being sampled."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -100,7 +102,9 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
             callback({"i": i, "denoised": x0, "x": xx, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
 
     def run(mode):
-        return _run_method(kind, denoiser, problem, sigmas, x, w, lam, mode, report)
+        # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
+        with checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint else contextlib.nullcontext():
+            return _run_method(kind, denoiser, problem, sigmas, x, w, lam, mode, report)
 
     try:
         return run(vjp)

@@ -18,12 +18,13 @@ from .schedules import (
     vp_sigmas_uniform_t,
     vp_time_to_sigma,
 )
+from .tiling import TiledDenoiser, tiled
 from .vjp import AutogradUnavailable, AutogradVJP, FiniteDifferenceVJP, NoJacobian, get_vjp
 
 __all__ = [
     "AutogradUnavailable", "AutogradVJP", "FiniteDifferenceVJP", "GaussianMixturePrior", "NoJacobian",
     "OperatorProblem", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "dense_matrix", "dps", "flow_sigmas_uniform_t",
     "gaussian_prior", "get_vjp", "measurement_start", "mixture_prior", "pigdm", "pigfm",
-    "sigma_to_alpha_bar", "sigma_to_flow_time", "sigma_to_vp", "sigma_to_vp_time",
+    "sigma_to_alpha_bar", "sigma_to_flow_time", "sigma_to_vp", "sigma_to_vp_time", "TiledDenoiser", "tiled",
     "vp_sigmas_uniform_t", "vp_time_to_sigma", "wiener_start", "wiener_y",
 ]

@@ -3,7 +3,8 @@
 Every provider evaluates D once at (x, σ), builds a cotangent c = cotangent_fn(x̂0)
 (treated as a constant, i.e. stop-gradient) and returns (x̂0, c, J_Dᵀ c):
 
-* "autograd": exact VJP by backprop. Runs with inference mode off and grad on locally,
+* "autograd": exact VJP by backprop (a tiled denoiser, samplers/tiling.py, backpropagates
+  one tile batch at a time). Runs with inference mode off and grad on locally,
   on cloned inputs, so it works when the host (ComfyUI) calls us under
   torch.inference_mode. Failures (e.g. in-place ops in the model, inference-tensor
   weights) raise `AutogradUnavailable` so the caller can fall back.
@@ -49,6 +50,8 @@ class AutogradVJP:
         if cotangent_fn is None:
             with torch.no_grad():
                 return _call(denoiser, x, sigma), None, None
+        if hasattr(denoiser, "vjp_autograd") and denoiser.num_batches(*x.shape[-2:]) > 1:
+            return self._tiled(denoiser, x, sigma, cotangent_fn)
         with torch.inference_mode(False), torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)
             sg = sigma.detach().clone()
@@ -67,6 +70,18 @@ class AutogradVJP:
             except RuntimeError as err:  # in-place ops, inference tensors, missing grad_fn
                 raise AutogradUnavailable(f"autograd VJP through the denoiser failed: {err}") from err
         return x0, c, jtc.detach()
+
+    @staticmethod
+    def _tiled(denoiser, x, sigma, cotangent_fn):
+        """A TiledDenoiser's exact VJP, one backward per tile batch (samplers/tiling.py)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            try:
+                x0, c, jtc = denoiser.vjp_autograd(x.detach().clone(), sigma.detach().clone(), cotangent_fn)
+            except AutogradUnavailable:
+                raise
+            except RuntimeError as err:
+                raise AutogradUnavailable(f"autograd VJP through the tiled denoiser failed: {err}") from err
+        return x0, c, jtc
 
 
 class FiniteDifferenceVJP:
