@@ -208,3 +208,38 @@ def test_wiener_start_refuses_operators_without_spectral_form():
     prob = OperatorProblem(op, torch.randn(1, 1, 4, 4, dtype=torch.float64), 0.05)
     with pytest.raises(ValueError, match="spectral form.*H⁺y"):
         wiener_y(prob)
+
+
+@pytest.mark.parametrize("name,w,k", [("sr4", 3.0, 1.0), ("deblur_fft", 2.0, 0.0)])
+def test_exact_noisy_converges_at_first_order_to_the_noisy_pigdm_ode(prior, truth, name, w, k):
+    """Full scheme (Jacobian term included): first-order convergence to a tight DOP853 solution of
+    dx/dt = −½βx + ½βε̂/σ − ½β·G, G = ω μ² J_x̂0ᵀ Γ_t u, Γ_t = r²Hᵀ(r²HHᵀ + σ_y²I)⁻¹H (dense)."""
+    sigma_y = 0.05
+    op = OPS[name]()
+    prob = _problem(op, truth, 1, sigma_y)
+    xs = measurement_start(prob, float(sch.vp_time_to_sigma(0.4)), "vp", noise=_noise(1))
+    h = dense_matrix(op, SHAPE)
+    shape = xs.shape
+
+    def rhs(t, xf):
+        x = torch.from_numpy(xf).reshape(shape)
+        mu, sv, beta = float(sch.vpsde_mu(t)), float(sch.vpsde_sigma(t)), float(sch.vpsde_beta(t))
+        s = torch.full((1,), sv / mu, dtype=torch.float64)
+        x_ve = x / mu
+        x0 = prior.denoise(x_ve, s)
+        eps = (x_ve - x0) / (sv / mu)
+        gu = (_dense_gain(h, sv * sv, sigma_y) @ prob.residual(x0).reshape(-1)).reshape(shape)
+        guide = (w + k / (sv * sv)) * mu * prior.vjp(x_ve, s, gu)
+        return (-0.5 * beta * x - 0.5 * beta * (-eps / sv + guide)).reshape(-1).numpy()
+
+    mu0 = float(sch.vpsde_mu(0.4))
+    sol = solve_ivp(rhs, (0.4, 0.001), (mu0 * xs).reshape(-1).numpy(), method="DOP853", rtol=1e-9, atol=1e-11)
+    ref = torch.from_numpy(sol.y[:, -1]).reshape(shape) / float(sch.vpsde_mu(0.001))
+    errs = []
+    for n_steps in (10, 20, 40):
+        sig = vp_sigmas_uniform_t(n_steps, dtype=torch.float64)
+        run = Run(prior.denoiser("vp"), sig, xs, "vp", problem=prob, vjp=prior.vjp_provider("vp"))
+        out = cpgdm_exact_noisy(run, prob, op.spectral(tuple(shape)), w=w, lam=0.0, sigma_y=sigma_y, k=k)
+        errs.append(float((out - ref).norm() / ref.norm()))
+    ratios = [errs[0] / errs[1], errs[1] / errs[2]]
+    assert all(1.6 < r < 2.5 for r in ratios), (errs, ratios)
