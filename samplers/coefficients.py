@@ -80,14 +80,47 @@ class VPStep:
     kappa_next: float = 0.0
 
 
-def _vp_terms(w, lam, sigma_y):
+@dataclass(frozen=True)
+class WeightSchedule:
+    """C-ΠGDM's guidance weight w_t = ω(t)·r_t²·μ_t² with ω(t) = w + k/σ_t² + a/μ_t² (VP time t).
+
+    The paper's constant ω = w (k = a = 0) makes w_t vanish like μ²σ² relative to the exact
+    ΠGDM weight as t → 0, so Hx = y is never enforced. The k/σ² term restores the exact weight's
+    1/σ² growth (k plays the exact weight's role near t = 0). With w = 0, k = 1, a = 1/v, ω is the
+    *exact* weight for an isotropic Gaussian prior N(m, v·I): 1/(μ²·Var[x0|x_t]) = 1/σ² + 1/(μ²v).
+    """
+
+    w: float
+    k: float = 0.0
+    a: float = 0.0
+
+    @property
+    def constant(self) -> bool:
+        return self.k == 0.0 and self.a == 0.0
+
+    def omega(self, t):
+        b = sch.vpsde_b(t)
+        with np.errstate(divide="ignore"):
+            return self.w + self.k / -np.expm1(-b) + self.a * np.exp(b)
+
+    def half_integral(self, t):
+        """½∫β·ω dt (antiderivative): ½[w·b + k·ln(e^{b} − 1) + a·e^{b}]; +∞·k at t = 0 is fine."""
+        b = sch.vpsde_b(t)
+        with np.errstate(divide="ignore"):
+            log_term = self.k * np.log(np.expm1(b)) if self.k else 0.0
+        return 0.5 * (self.w * b + log_term + self.a * np.exp(b))
+
+
+def _vp_terms(w, lam, sigma_y, schedule: WeightSchedule | None = None):
     """log-scale factors and the noisy correction c3, as functions of VP time t."""
 
     def c1(t):
         return lam * t + 0.5 * sch.vpsde_b(t)
 
     def c12(t):
-        return lam * t + 0.5 * (1.0 - w) * sch.vpsde_b(t)
+        if schedule is None or schedule.constant:
+            return lam * t + 0.5 * (1.0 - w) * sch.vpsde_b(t)
+        return lam * t + 0.5 * sch.vpsde_b(t) - schedule.half_integral(t)
 
     def c3(t):
         if sigma_y == 0.0:
@@ -101,8 +134,19 @@ def _vp_terms(w, lam, sigma_y):
 
 
 def vp_coefficients(sigmas: list[float], w: float = 0.0, lam: float = 0.0, sigma_y: float = 0.0,
-                    closed_form: bool | None = None) -> list[VPStep]:
-    """Per-step C-ΠGDM coefficients on a ComfyUI σ grid (w = 0 gives λ-DDIM's)."""
+                    closed_form: bool | None = None, k: float = 0.0, a: float = 0.0) -> list[VPStep]:
+    """Per-step C-ΠGDM coefficients on a ComfyUI σ grid (w = 0 gives λ-DDIM's).
+
+    k, a: the weight schedule ω(t) = w + k/σ_t² + a/μ_t² (see WeightSchedule); k = a = 0 is the
+    paper's constant weight, computed exactly as before.
+    """
+    schedule = WeightSchedule(float(w), float(k), float(a))
+    if not schedule.constant:
+        if sigma_y != 0.0:
+            raise ValueError("the weight schedule (k, a) is defined for the noiseless map only (sigma_y = 0).")
+        if closed_form:
+            raise ValueError("closed-form coefficients exist only for the constant weight (k = a = 0).")
+        return _scheduled_vp_coefficients(sigmas, schedule, lam)
     if closed_form is None:
         closed_form = lam == 0.0 and sigma_y == 0.0
     if closed_form and (lam != 0.0 or sigma_y != 0.0):
@@ -153,6 +197,52 @@ def vp_coefficients(sigmas: list[float], w: float = 0.0, lam: float = 0.0, sigma
             sigma=float(sigmas[n]), sigma_next=float(sigmas[n + 1]), mu=mu, mu_next=mun, sigma_vp=sv,
             t=t, t_next=tn, r_perp=float(r_perp), r_par=float(r_par), ks_perp=float(ks_perp),
             ks_par=float(ks_par), ky=float(ky), kj_perp=float(kj_perp), kj_par=float(kj_par), **extra,
+        ))
+    return steps
+
+
+def _scheduled_vp_coefficients(sigmas, schedule: WeightSchedule, lam: float) -> list[VPStep]:
+    """Coefficients for a time-dependent ω(t) (same ODE as the paper's with w → ω(t)).
+
+    The P-part log-scale is c12 = λt + ½b − ½∫βω. k > 0 makes it +∞ at t = 0, so a grid ending
+    in σ = 0 gives r∥ = 0, ky = 1: the range part lands exactly on H⁺y. ky and ks∥ come from
+    the exact antiderivatives d/dt[μe^{c12}] = (λ − ½βω)μe^{c12}, d/dt[σe^{c12}] =
+    (λσ + ½β(1/σ − ωσ))e^{c12}, which stay finite where the 1/σ² weight makes the
+    integrands of the quadrature form steep; the λ remainders have bounded integrands.
+    """
+    ts = sch.sigma_to_vp_time(sigmas)
+    mus, svps = sch.sigma_to_vp(sigmas)
+    c1, c12, _ = _vp_terms(schedule.w, lam, 0.0, schedule)
+    beta, omega = sch.vpsde_beta, schedule.omega
+    mu_t, sig_t = sch.vpsde_mu, sch.vpsde_sigma
+    steps = []
+    for n in range(len(sigmas) - 1):
+        t, tn = float(ts[n]), float(ts[n + 1])
+        mu, mun, sv, svn = float(mus[n]), float(mus[n + 1]), float(svps[n]), float(svps[n + 1])
+        dec = 1.0 - lam * (t - tn)
+        e1n, e12n = c1(tn), c12(tn)
+
+        def q(f):
+            return integrate(f, t, tn, sqrt_substitution=True)
+
+        def par(s):  # e^{c12(s) − c12(t_{n+1})}, 0 when t_{n+1} = 0 and k > 0
+            with np.errstate(invalid="ignore"):
+                return np.nan_to_num(np.exp(c12(s) - e12n), nan=0.0)
+
+        decay = float(par(t))
+        r_perp = dec * np.exp(c1(t) - e1n)
+        r_par = dec * decay
+        ks_perp = q(lambda s: 0.5 * beta(s) * np.exp(c1(s) - e1n) / sig_t(s))
+        lam_mu = q(lambda s: mu_t(s) * par(s)) if lam else 0.0
+        lam_sig = q(lambda s: sig_t(s) * par(s)) if lam else 0.0
+        ky = mun - mu * decay - lam * lam_mu
+        ks_par = svn - sv * decay - lam * lam_sig
+        kj_perp = q(lambda s: 0.5 * omega(s) * beta(s) * sig_t(s) * mu_t(s) * np.exp(c1(s) - e1n))
+        kj_par = q(lambda s: 0.5 * omega(s) * beta(s) * sig_t(s) * mu_t(s) * par(s))
+        steps.append(VPStep(
+            sigma=float(sigmas[n]), sigma_next=float(sigmas[n + 1]), mu=mu, mu_next=mun, sigma_vp=sv,
+            t=t, t_next=tn, r_perp=float(r_perp), r_par=float(r_par), ks_perp=float(ks_perp),
+            ks_par=float(ks_par), ky=float(ky), kj_perp=float(kj_perp), kj_par=float(kj_par),
         ))
     return steps
 

@@ -24,30 +24,58 @@ from .cpgdm_noisy import choose_noisy_mode, cpgdm_exact_noisy
 NOISELESS_DEFAULTS = {"w": 15.0, "lam": 0.0}  # SR×4, 5 steps (test.sh)
 NOISY_DEFAULTS = {"w": 2.0, "lam": -0.15}  # SR×4, σ_y = 0.05, 5 steps (imp_pgdm.sh)
 EXACT_NOISY_DEFAULTS = {"w": 5.0, "k": 2.0, "lam": 0.0}  # noisy="exact", ω = w + k/σ² (benchmarks/analytic_posterior.py)
+# ω(t) = w + k/σ_t² (schedule="consistent"), chosen by the sweep (benchmarks/results/weight_sweep.md)
+CONSISTENT_DEFAULTS = {"w": 5.0, "k": 4.0, "lam": 0.0}
+SCHEDULES = ("consistent", "paper")
+
+
+def resolve_weight(schedule: str, sigma_y: float, w: float | None, k: float | None, lam: float | None):
+    """(w, k, lam) after defaults; schedule="paper" is the paper's constant weight (k = 0)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}.")
+    if sigma_y > 0 or schedule == "paper":
+        if k not in (None, 0.0):
+            raise ValueError(f"k = {k:g} needs schedule='consistent' and a noiseless measurement (sigma_y = 0); "
+                             "the paper's schedule and the released noisy map use the constant weight w.")
+        defaults, k = (NOISY_DEFAULTS if sigma_y > 0 else NOISELESS_DEFAULTS), 0.0
+    else:
+        defaults = CONSISTENT_DEFAULTS
+        k = defaults["k"] if k is None else float(k)
+    w = defaults["w"] if w is None else float(w)
+    lam = defaults["lam"] if lam is None else float(lam)
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k:g}.")
+    return w, k, lam
 
 
 def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: float | None = None,
-          sigma_y: float | None = None, vjp="autograd", generator=None, callback=None, should_stop=None,
-          work_dtype=None, closed_form: bool | None = None, noisy: str = "exact"):
+          k: float | None = None, schedule: str = "consistent", sigma_y: float | None = None, vjp="autograd",
+          generator=None, callback=None, should_stop=None, work_dtype=None, closed_form: bool | None = None,
+          a: float = 0.0, noisy: str = "exact"):
     """Conditional conjugate ΠGDM sampler; returns the state at sigmas[-1] (ComfyUI σ).
 
-    sigma_y defaults to problem.sigma_y; w/lam default to the paper's (15, 0) noiseless,
-    (2, −0.15) noisy="paper", (5, 0) with k = 2 noisy="exact". x defaults to the data-dependent
-    start H⁺y + σ0·z (z from generator; cpgdm_noisy.wiener_start is the noisy alternative).
-    noisy (σ_y > 0 only): "exact" = the per-mode noisy ΠGDM map in the SVD of H (cpgdm_noisy.py;
-    falls back to "paper" with a log line when the operator has no spectral form), "paper" = the
-    released c₃ heuristic below.
+    Guidance weight ω(t)·r_t²·μ_t² with ω(t) = w + k/σ_t² (+ a/μ_t², see WeightSchedule).
+    schedule="paper" is the paper's constant ω = w (defaults w = 15, λ = 0 noiseless); the
+    default "consistent" schedule adds the k/σ² term that enforces Hx = y as t → 0.
+    noisy (σ_y > 0 only): "exact" = the per-mode noisy ΠGDM map in the SVD of H (cpgdm_noisy.py,
+    defaults w = 5, k = 2; falls back to "paper" with a log line when the operator has no spectral
+    form), "paper" = the released c₃ heuristic (constant weight, defaults w = 2, λ = −0.15).
+    sigma_y defaults to problem.sigma_y. x defaults to the data-dependent start H⁺y + σ0·z.
     """
     sigma_y = float(problem.sigma_y if sigma_y is None else sigma_y)
     mode, spectrum = choose_noisy_mode(noisy, problem, problem.pinv_y, sigma_y)
-    defaults = (EXACT_NOISY_DEFAULTS if mode == "exact" else NOISY_DEFAULTS) if sigma_y > 0 else NOISELESS_DEFAULTS
-    w = defaults["w"] if w is None else float(w)
-    lam = defaults["lam"] if lam is None else float(lam)
+    if sigma_y > 0 and mode == "exact":
+        d = EXACT_NOISY_DEFAULTS
+        w = d["w"] if w is None else float(w)
+        lam = d["lam"] if lam is None else float(lam)
+        k = (0.0 if schedule == "paper" else d["k"]) if k is None else float(k)
+        run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
+                  callback=callback, should_stop=should_stop, work_dtype=work_dtype)
+        return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=k)
+    w, k, lam = resolve_weight(schedule, sigma_y, w, k, lam)
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)
-    if mode == "exact":
-        return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=EXACT_NOISY_DEFAULTS["k"])
-    coefs = vp_coefficients(run.sigmas, w=w, lam=lam, sigma_y=sigma_y, closed_form=closed_form)
+    coefs = vp_coefficients(run.sigmas, w=w, lam=lam, sigma_y=sigma_y, closed_form=closed_form, k=k, a=a)
     noisy = sigma_y > 0
     P = problem.project
     M = problem.noise_cov
@@ -55,7 +83,7 @@ def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: flo
     if noisy:
         _check_noisy_correction(coefs, M, hy, sigma_y, w)
     m_hy = M(hy) if noisy else None
-    use_jac = run.vjp.name != "none" and w != 0.0
+    use_jac = run.vjp.name != "none" and (w != 0.0 or k != 0.0 or a != 0.0)
 
     # split VP state: z⊥ = x_vp⊥, z∥ = x_vp∥ (+ κ·M x_vp∥ when noisy)
     xvp = coefs[0].mu * run.x0
