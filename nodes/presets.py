@@ -1,27 +1,36 @@
 """Per-task × per-family starting settings for the conjugate solvers.
 
-Starting points are the papers' tuned defaults (cpgdm spec §7): VP noiseless w = 15, λ = 0,
-5 steps from τ = 0.4; VP noisy (σ_y > 0) w = 2, λ = −0.15; flow w = 20, B = 0.2, st = 0.6
-(start noise 0.4), 10 steps. They were tuned in pixel space on ImageNet/LSUN models, not on
-latent models: treat them as a starting point. `start` is the noise level to start from on
-the method's clock (VP: VP-SDE time τ; flow: σ0 = 1 − st), 0.4 for both papers.
+Diffusion (VP), noiseless: the weight schedule ω(t) = w + k/σ_t² (samplers/cpgdm.py) with w, k
+per task from the sweep in benchmarks/weight_sweep.py on the analytic-posterior benchmark and
+checked on held-out cases (benchmarks/results/analytic_posterior.md): SR and motion blur
+w = 5, k = 2; Gaussian deblur and colorization w = 5, k = 4; inpainting w = 20, k = 4 with
+10 steps. Noisy (σ_y > 0) keeps the paper's released map (w = 2, λ = −0.15, k = 0). Flow:
+w = 10, B = 0.2, k = 4 (the flow analogue of the k term), 10 steps from σ0 = 0.4.
+`start` is the noise level to start from on the method's clock (VP: VP-SDE time τ; flow:
+σ0 = 1 − st); for diffusion "auto" chooses it from the operator (samplers/start_policy.py).
+These were tuned on an analytic prior in pixel space, not on latent models: a starting point.
+`sampler` is the method: "conjugate" (C-ΠGDM / C-ΠGFM) or "ddnm" (diffusion only).
 """
 
 from __future__ import annotations
 
 from .. import operators as ops
+from ..samplers.start_policy import choose_start_time
 
-TASKS = ("sr4", "sr8", "inpaint", "gaussian_deblur", "motion_deblur", "denoise")
+TASKS = ("sr4", "sr8", "inpaint", "gaussian_deblur", "motion_deblur", "denoise", "colorize")
 PRESET_NAMES = ("auto",) + TASKS + ("custom",)
 
-_VP = {"steps": 5, "w": 15.0, "lam": 0.0, "start": 0.4}
-_VP_NOISY = {"steps": 5, "w": 2.0, "lam": -0.15, "start": 0.4}
-_FLOW = {"steps": 10, "w": 20.0, "lam": 0.2, "start": 0.4}
+_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
+_VP_NOISY = {"steps": 5, "w": 2.0, "lam": -0.15, "k": 0.0, "start": 0.4, "sampler": "conjugate"}
+_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
 
-# Task overrides on top of the family defaults. Inpainting leaves large regions unconstrained,
-# so it starts from more noise (the data-dependent start carries no information in the hole).
-_TASK = {
-    "inpaint": {"start": 0.6},
+# Noiseless diffusion overrides on top of _VP (measured, see the module docstring).
+_TASK_VP = {
+    "sr4": {"w": 5.0, "k": 2.0},
+    "sr8": {"w": 5.0, "k": 2.0},
+    "motion_deblur": {"w": 5.0, "k": 2.0},
+    "inpaint": {"w": 20.0, "k": 4.0, "steps": 10},
+    "colorize": {"start": 0.6},
 }
 
 
@@ -37,15 +46,27 @@ def detect_task(operator) -> str:
         return "motion_deblur"
     if isinstance(operator, ops.Denoise):
         return "denoise"
-    return "sr4"  # compositions and others: the paper's main-task settings
+    if isinstance(operator, ops.Colorization):
+        return "colorize"
+    return "sr4"  # compositions and others: the main task's settings
 
 
-def preset(name: str, kind: str, operator, sigma_y: float) -> dict:
-    """{"steps", "w", "lam", "start"} for preset `name` ("auto" picks the task from the operator)."""
+def preset(name: str, kind: str, operator, sigma_y: float, image_shape=None) -> dict:
+    """{"steps", "w", "lam", "k", "start", "sampler", "task"} for preset `name` ("auto" picks the task).
+
+    With `image_shape` (B, C, H, W) and "auto", the diffusion start time comes from the start
+    policy (more noise when the measurement misses most of the image's low-pass energy).
+    """
     if name not in PRESET_NAMES or name == "custom":
         raise ValueError(f"preset: unknown preset {name!r}; choose one of {PRESET_NAMES[:-1]} (or 'custom').")
     if kind not in ("vp", "flow"):
         raise ValueError(f"model family must be 'vp' or 'flow', got {kind!r}.")
     task = detect_task(operator) if name == "auto" else name
-    base = _FLOW if kind == "flow" else (_VP_NOISY if sigma_y > 0 else _VP)
-    return {**base, **_TASK.get(task, {}), "task": task}
+    if kind == "flow":
+        return {**_FLOW, "task": task}
+    if sigma_y > 0:
+        return {**_VP_NOISY, "task": task}
+    out = {**_VP, **_TASK_VP.get(task, {}), "task": task}
+    if name == "auto" and image_shape is not None:
+        out["start"] = choose_start_time(operator, tuple(image_shape), sigma_y)
+    return out

@@ -263,30 +263,50 @@ class FlowStep:
 
 
 def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, jacobian_term: str = "paper",
-                      t_integral_start: float = 0.0) -> list[FlowStep]:
+                      t_integral_start: float = 0.0, k: float = 0.0) -> list[FlowStep]:
     """Per-step C-ΠGFM coefficients (spec §6) on a ComfyUI CONST σ grid, t = 1 − σ.
 
-    A_t = e^{a}[I + (e^{b} − 1)P], a = B(t − t_i), b = w[(t²/2 − t³/3) − (t_i²/2 − t_i³/3)],
-    γ_t = w t(1 − t) = db/dt. `jacobian_term="released"` reproduces ConjugateV2's
-    h·ΔK₃·g (spec §6.3) instead of ΔL₁g + ΔL₂Pg.
+    A_t = e^{a}[I + (e^{b} − 1)P], a = B(t − t_i), b = ∫γ, γ_t = w t(1 − t) (the paper's
+    weight w_t = w·r_t²·t²). `jacobian_term="released"` reproduces ConjugateV2's h·ΔK₃·g
+    (spec §6.3) instead of ΔL₁g + ΔL₂Pg.
+
+    k > 0 adds the flow analogue of C-ΠGDM's k/σ² term: weight w_t = (w·r_t² + k)·t², i.e. k·t²
+    times the exact ΠGFM weight (as k·μ² times it in VP), so γ gains k·t(t² + (1−t)²)/(1−t)
+    and b gains k[−t − ln(1−t) − 2t³/3]. b → ∞ at t = 1: a step ending at σ = 0 puts the
+    range part exactly on H⁺y. ky then comes from d/ds e^{a+b} = (B + γ)e^{a+b}.
     """
     if jacobian_term not in ("paper", "released"):
         raise ValueError(f'jacobian_term must be "paper" or "released", got {jacobian_term!r}.')
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k:g}.")
+    if k and jacobian_term == "released":
+        raise ValueError('jacobian_term="released" is defined for the paper\'s weight only (k = 0).')
     ti = t_integral_start
 
     def a(t):
         return lamb * (np.asarray(t, dtype=np.float64) - ti)
 
+    def b_k(t):
+        t = np.asarray(t, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return k * (-t - np.log1p(-t) - 2.0 * t**3 / 3.0)
+
     def bb(t):
         t = np.asarray(t, dtype=np.float64)
-        return w * ((t * t / 2 - t**3 / 3) - (ti * ti / 2 - ti**3 / 3))
+        base = w * ((t * t / 2 - t**3 / 3) - (ti * ti / 2 - ti**3 / 3))
+        return base + (b_k(t) - b_k(ti)) if k else base
 
     def gamma(t):
-        return w * t * (1.0 - t)
+        t = np.asarray(t, dtype=np.float64)
+        return w * t * (1.0 - t) + (k * t * (t * t + (1 - t) ** 2) / (1.0 - t) if k else 0.0)
+
+    def gamma_1mt(t):  # γ(t)(1 − t), finite at t = 1
+        t = np.asarray(t, dtype=np.float64)
+        return w * t * (1.0 - t) ** 2 + k * t * (t * t + (1 - t) ** 2)
 
     steps = []
-    for k in range(len(sigmas) - 1):
-        t, tn = 1.0 - sigmas[k], 1.0 - sigmas[k + 1]
+    for n in range(len(sigmas) - 1):
+        t, tn = 1.0 - sigmas[n], 1.0 - sigmas[n + 1]
         h = tn - t
         dec = 1.0 + lamb * h  # Euler for B·x̄, as in the released code
         an, abn = a(tn), a(tn) + bb(tn)
@@ -294,20 +314,31 @@ def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, j
         def q(f):
             return integrate(f, t, tn)
 
+        def par(s):  # e^{a(s)+b(s) − a(t_{n+1}) − b(t_{n+1})}; 0 for s < 1 when b(t_{n+1}) = ∞
+            with np.errstate(invalid="ignore"):
+                return np.nan_to_num(np.exp(a(s) + bb(s) - abn), nan=0.0)
+
         r_perp = dec * np.exp(a(t) - an)
-        r_par = dec * np.exp(a(t) + bb(t) - abn)
         kv_perp = q(lambda s: np.exp(a(s) - an))
-        kv_par = q(lambda s: np.exp(a(s) + bb(s) - abn) * (1.0 - gamma(s) * (1.0 - s)))
-        ky = q(lambda s: gamma(s) * np.exp(a(s) + bb(s) - abn))
-        if jacobian_term == "paper":
-            kj_perp = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) - an))
-            kj_par = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s) - abn))
+        if k:
+            r_par = dec * float(par(t))
+            kv_par = q(lambda s: par(s) * (1.0 - gamma_1mt(s)))
+            ky = 1.0 - float(par(t)) - lamb * q(par)
+            kj_perp = q(lambda s: gamma_1mt(s) * np.exp(a(s) - an))
+            kj_par = q(lambda s: gamma_1mt(s) * par(s))
         else:
-            dk3 = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s)))  # absolute ΔK₃
-            kj_perp = h * dk3 * np.exp(-an)
-            kj_par = h * dk3 * np.exp(-abn)
+            r_par = dec * np.exp(a(t) + bb(t) - abn)
+            kv_par = q(lambda s: np.exp(a(s) + bb(s) - abn) * (1.0 - gamma(s) * (1.0 - s)))
+            ky = q(lambda s: gamma(s) * np.exp(a(s) + bb(s) - abn))
+            if jacobian_term == "paper":
+                kj_perp = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) - an))
+                kj_par = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s) - abn))
+            else:
+                dk3 = q(lambda s: gamma(s) * (1.0 - s) * np.exp(a(s) + bb(s)))  # absolute ΔK₃
+                kj_perp = h * dk3 * np.exp(-an)
+                kj_par = h * dk3 * np.exp(-abn)
         steps.append(FlowStep(
-            sigma=float(sigmas[k]), sigma_next=float(sigmas[k + 1]), t=float(t), t_next=float(tn),
+            sigma=float(sigmas[n]), sigma_next=float(sigmas[n + 1]), t=float(t), t_next=float(tn),
             r_perp=float(r_perp), r_par=float(r_par), kv_perp=float(kv_perp), kv_par=float(kv_par),
             ky=float(ky), kj_perp=float(kj_perp), kj_par=float(kj_par),
         ))

@@ -15,16 +15,21 @@ from .common import Run
 DEFAULTS = {"w": 20.0, "lamb": 0.2, "t_start": 0.6, "steps": 10}
 
 
-def cpgfm(denoiser, problem, sigmas, x=None, *, w: float = 20.0, lamb: float = 0.2,
+def cpgfm(denoiser, problem, sigmas, x=None, *, w: float = 20.0, lamb: float = 0.2, k: float = 0.0,
           jacobian_term: str = "paper", vjp="autograd", generator=None, callback=None,
           should_stop=None, work_dtype=None):
-    """Conditional conjugate ΠGFM; returns the state at sigmas[-1] (the model never sees σ = 0)."""
+    """Conditional conjugate ΠGFM; returns the state at sigmas[-1] (the model never sees σ = 0).
+
+    k > 0 adds the flow analogue of C-ΠGDM's k/σ² weight term (coefficients.flow_coefficients):
+    k·t² times the exact ΠGFM weight; on a grid ending at σ = 0 the output satisfies Hx = y.
+    k = 0 is the paper's weight, unchanged.
+    """
     run = Run(denoiser, sigmas, x, "flow", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)
-    coefs = flow_coefficients(run.sigmas, w=w, lamb=lamb, jacobian_term=jacobian_term)
+    coefs = flow_coefficients(run.sigmas, w=w, lamb=lamb, jacobian_term=jacobian_term, k=float(k))
     P = problem.project
     hy = problem.pinv_y.to(run.work)
-    use_jac = run.vjp.name != "none" and w != 0.0
+    use_jac = run.vjp.name != "none" and (w != 0.0 or k != 0.0)
     zpar = P(run.x0)
     zperp = run.x0 - zpar
     for k, c in enumerate(coefs):

@@ -9,9 +9,9 @@ projection would copy the measurement noise (amplified by 1/s_i on weak modes) i
 the correction is scaled per mode, DDNM+-style: x̂0 ← x̂0 + Hᵀ(HHᵀ + (σ_y²/r_t²) I)⁻¹(y − H x̂0),
 the Gaussian-posterior update of x̂0 under x0 ~ N(x̂0, r_t² I), r_t² = σ²/(1 + σ²) (ΠGDM's
 variance, ComfyUI σ). Its gain s²r²/(s²r² + σ_y²) is 1 where the mode is well measured and the
-step is noisy, and fades to 0 as r_t → 0 below the noise level. The linear system is solved
-exactly for operators with H Hᵀ = c·I (masks, box SR, colorization, denoising) and by
-conjugate gradients in measurement space otherwise. One model call per step, no Jacobian.
+step is noisy, and fades to 0 as r_t → 0 below the noise level. It is applied exactly as a
+per-mode gain on H⁺(y − Hx̂0) for operators with a spectral form (operators/spectral.py), and
+by conjugate gradients in measurement space otherwise. One model call per step, no Jacobian.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def noise_aware_correction(operator, y: torch.Tensor, x0: torch.Tensor, sigma_y:
     """Hᵀ(HHᵀ + (σ_y²/r²)I)⁻¹(y − Hx0): the Tikhonov/Wiener-gain version of H⁺(y − Hx0)."""
     resid = y.to(x0.dtype) - operator.forward(x0)
     alpha = sigma_y**2 / max(r2, 1e-300)
-    scale = getattr(operator, "coisometry_scale", None)
-    if scale is not None:  # H Hᵀ = c·I
-        return operator.adjoint(resid / (scale + alpha))
+    spectrum = operator.spectral(tuple(x0.shape))
+    if spectrum is not None:  # V diag(s²/(s² + α)) Vᵀ H⁺r = V diag(s/(s² + α)) Uᵀ r
+        s2 = spectrum.s**2
+        return spectrum.apply(operator.pinv(resid), s2 / (s2 + alpha))
     v = conjugate_gradient(lambda u: operator.forward(operator.adjoint(u)) + alpha * u, resid,
                            torch.zeros_like(resid), iters, tol=1e-10)
     return operator.adjoint(v.to(x0.dtype))
