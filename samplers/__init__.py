@@ -2,10 +2,12 @@
 
 from .analytic import GaussianMixturePrior, dense_matrix, gaussian_prior, mixture_prior
 from .common import measurement_start
+from .consistency import enforce_measurement
 from .cpgdm import UnstableNoisyCorrection, cpgdm
 from .cpgdm_noisy import wiener_start, wiener_y
 from .cpgfm import cpgfm
 from .ddim import ddim
+from .ddnm import ddnm
 from .dps import dps
 from .pigdm import pigdm, pigfm
 from .problem import OperatorProblem
@@ -23,7 +25,7 @@ from .vjp import AutogradUnavailable, AutogradVJP, FiniteDifferenceVJP, NoJacobi
 
 __all__ = [
     "AutogradUnavailable", "AutogradVJP", "FiniteDifferenceVJP", "GaussianMixturePrior", "NoJacobian",
-    "OperatorProblem", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "dense_matrix", "dps", "flow_sigmas_uniform_t",
+    "OperatorProblem", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "ddnm", "dense_matrix", "dps", "enforce_measurement", "flow_sigmas_uniform_t",
     "gaussian_prior", "get_vjp", "measurement_start", "mixture_prior", "pigdm", "pigfm",
     "sigma_to_alpha_bar", "sigma_to_flow_time", "sigma_to_vp", "sigma_to_vp_time", "TiledDenoiser", "tiled",
     "vp_sigmas_uniform_t", "vp_time_to_sigma", "wiener_start", "wiener_y",

@@ -66,10 +66,10 @@ def test_cpgdm_with_zero_weight_is_ddim(prior, truth, lam):
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(6))
     den = prior.denoiser("vp")
     a = ddim(den, sig, xs, lam=lam)
-    b = cpgdm(den, prob, sig, xs, w=0.0, lam=lam, vjp=prior.vjp_provider("vp"))
+    b = cpgdm(den, prob, sig, xs, w=0.0, lam=lam, vjp=prior.vjp_provider("vp"), schedule="paper")
     # same maths, different operation order (split state): float64 rounding only
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    c = cpgdm(den, prob, sig.float(), xs.float(), w=0.0, lam=lam, vjp="none")
+    c = cpgdm(den, prob, sig.float(), xs.float(), w=0.0, lam=lam, vjp="none", schedule="paper")
     assert c.dtype == torch.float32
     torch.testing.assert_close(c.double(), a, rtol=1e-5, atol=1e-5)  # float32 input σ and x
 
@@ -109,7 +109,7 @@ def test_guided_high_nfe_is_measurement_consistent(prior, truth, name):
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(n))
     den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
     free = float(prob.measurement_error(ddim(den, sig, xs)).mean())
-    errs = [float(prob.measurement_error(cpgdm(den, prob, sig, xs, w=w, vjp=vjp)).mean()) for w in (15.0, 60.0)]
+    errs = [float(prob.measurement_error(cpgdm(den, prob, sig, xs, w=w, vjp=vjp, schedule="paper")).mean()) for w in (15.0, 60.0)]
     pig = float(prob.measurement_error(pigdm(den, prob, sig, xs, w=10.0, vjp=vjp)).mean())
     # guidance drives ‖Hx − y‖/‖y‖ far below the unguided ODE from the same start, more so for larger w
     assert errs[1] < errs[0] < 0.4 * free
@@ -131,7 +131,7 @@ def test_cpgdm_beats_pigdm_at_5_nfe(prior, truth, name):
     def err(out):
         return float((out.reshape(n, -1).mean(0) - post_mean).norm() / post_mean.norm())
 
-    c = err(cpgdm(den, prob, sig, xs, w=15.0, lam=0.0, vjp=vjp))  # paper defaults
+    c = err(cpgdm(den, prob, sig, xs, w=15.0, lam=0.0, vjp=vjp, schedule="paper"))  # paper defaults
     # ΠGDM at its best weight among the released scripts' range (w = 1 … 6)
     p = min(err(pigdm(den, prob, sig, xs, w=w, vjp=vjp)) for w in (1.0, 3.0, 6.0))
     # Monte-Carlo noise is shared (same start noise for both), so a strict win is meaningful
@@ -176,7 +176,7 @@ def test_cpgdm_converges_at_first_order(prior, ode_case, lam):
     errs = []
     for n_steps in (10, 20, 40):
         sig = vp_sigmas_uniform_t(n_steps, dtype=torch.float64)
-        out = cpgdm(prior.denoiser("vp"), prob, sig, xs, w=w, lam=lam, vjp=prior.vjp_provider("vp"))
+        out = cpgdm(prior.denoiser("vp"), prob, sig, xs, w=w, lam=lam, vjp=prior.vjp_provider("vp"), schedule="paper")
         errs.append(float((out - ref).norm() / ref.norm()))
     ratios = [errs[0] / errs[1], errs[1] / errs[2]]
     assert all(1.6 < r < 2.5 for r in ratios), (errs, ratios)
@@ -280,7 +280,7 @@ def test_noisy_defaults_and_sigma_end_zero(prior, truth):
     sig = vp_sigmas_uniform_t(5, dtype=torch.float64)
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(8))
     noisy = cpgdm(den, prob, sig, xs, vjp=vjp, noisy="paper")  # w = 2, λ = −0.15, c3 correction on
-    plain = cpgdm(den, prob, sig, xs, vjp=vjp, w=2.0, lam=-0.15, sigma_y=0.0)
+    plain = cpgdm(den, prob, sig, xs, vjp=vjp, w=2.0, lam=-0.15, sigma_y=0.0, schedule="paper")
     diff = float((noisy - plain).norm() / plain.norm())
     assert 1e-5 < diff < 0.2  # a small first-order correction, not nothing and not a blow-up
     # the heuristic c3·M map diverges when |κ|·‖M‖ ≥ 1 (ill-conditioned deblur, ‖M‖ ~ 1e5): refused
