@@ -1,12 +1,25 @@
-"""Samplers vs the exact posterior mean on an analytic Gaussian-mixture image prior.
+"""Samplers vs the exact posterior mean on analytic Gaussian-mixture image priors.
 
 Not a test: prints markdown tables and saves them to benchmarks/results/analytic_posterior.md.
-Prior: 3-component structured Gaussian mixture on 3×8×8 images (exact denoiser and exact
-Jacobian, so the VJP is exact and cheap). One ground truth per task, `N_SAMPLES` samples
-from the same data-dependent start (same noise for every sampler: common random numbers).
-Cell = relative error of the sample mean vs the exact posterior mean ‖x̄ − E[x0|y]‖/‖E[x0|y]‖
-/ mean measurement residual ‖Hx − y‖/‖y‖ (final states keep σ ≈ 0.01 of noise at t = 0.001).
-Run:  python benchmarks/analytic_posterior.py   (≈ 3 min of one core)
+Priors and cases: benchmarks/analytic_cases.py (3×8×8 images, exact denoiser, exact Jacobian,
+exact posterior). "tuned" = the three cases the defaults were swept on (weight_sweep.py);
+everything else is held out. Every sampler starts from the same noise (common random numbers).
+Cell = error of the sample mean vs the exact posterior mean ‖x̄ − E[x0|y]‖/‖E[x0|y]‖ /
+mean measurement residual ‖Hx − y‖/‖y‖.
+Rows:
+  default      what preset "auto" runs (nodes/presets.py): C-ΠGDM with ω(t) = w + k/σ², task
+               w/k/steps/start, grid uniform in t from τ to 0 (the last step lands on x̂0)
+  C-ΠGDM paper w = 15, k = 0 (σ_y > 0: the released noisy map, w = 2, λ = −0.15), grid to t = 0.001
+  DDNM         DDIM + x̂0 ← x̂0 + H⁺(y − Hx̂0) (noise-aware gain when σ_y > 0), same grid as default
+  ΠGDM         continuous ΠGDM, w = 3 (its best in the earlier runs; w = 1 is *not* the exact
+               weight: ΠGDM's r_t² = σ²/(1+σ²) assumes unit-variance isotropic data)
+  oracle       DDIM with the exact conditional denoiser E[x0 | x_t, y] from the *same start* as
+               the default row: the best any sampler can do from that start and grid
+  oracle/exact-start  the same from an exact posterior draw x0|y + σ0·z
+Floor: the Monte-Carlo error of an n-sample mean of exact posterior draws (within-component
+spread only, a lower bound). "ratio" = default / floor at NFE 10 (the done-when bound is 2×
+noiseless, 3× noisy).
+Run:  python benchmarks/analytic_posterior.py   (≈ 15 min of one core)
 """
 
 from __future__ import annotations
@@ -18,111 +31,89 @@ import time
 
 import torch
 
-from comfyui_inverse.operators import GaussianBlur, Inpainting, SuperResolution
-from comfyui_inverse.samplers import (OperatorProblem, cpgdm, cpgfm, ddim, dense_matrix, dps, flow_sigmas_uniform_t,
-                                      measurement_start, mixture_prior, pigdm, vp_sigmas_uniform_t)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import analytic_cases as ac  # noqa: E402
 
-SHAPE = (3, 8, 8)
+from comfyui_inverse.samplers.presets import preset  # noqa: E402
+from comfyui_inverse.samplers import (GaussianMixturePrior, cpgdm, ddim, ddnm, dense_matrix,  # noqa: E402
+                                      measurement_start, pigdm, vp_sigmas_uniform_t)
+
 N_SAMPLES = 256
-NFES = (5, 10, 20, 50, 100)
-PIGDM_WEIGHTS = (3.0, 6.0)  # ΠGDM gets its best weight per cell (w = 3 won every pilot against 0.5 and 1)
+NFES = (5, 10)
 SIGMA_Y = 0.05
 
 
-def tasks():
-    mask = torch.zeros(8, 8)
-    mask[2:6, 1:5] = 1.0
-    return {"SR×4 (bicubic)": SuperResolution(4, "bicubic"), "inpainting (25% block)": Inpainting(mask),
-            "Gaussian deblur (σ=1 px)": GaussianBlur(1.0)}
+def _oracle_prior(case) -> GaussianMixturePrior:
+    _, wts, cm, cv = case.prior.posterior(dense_matrix(case.op, ac.SHAPE), case.y.reshape(1, -1), case.sigma_y)
+    return GaussianMixturePrior(cm[0], cv, wts[0], ac.SHAPE)
+
+
+def run_case(case, z, full: bool):
+    den, vjp = case.prior.denoiser("vp"), case.prior.vjp_provider("vp")
+    oracle = _oracle_prior(case).denoiser("vp")
+    p = preset("auto", "vp", case.op, case.sigma_y, (1,) + ac.SHAPE)
+    rows = {}
+
+    def put(row, nfe, fn):
+        try:
+            out = fn()
+            rows.setdefault(row, {})[nfe] = (case.error(out), case.residual(out), "")
+        except ValueError:  # the released noisy correction refuses ill-conditioned operators
+            rows.setdefault(row, {})[nfe] = (math.inf, math.inf, "refused")
+
+    for nfe in NFES:
+        sig = vp_sigmas_uniform_t(nfe, t_start=p["start"], t_end=0.0, dtype=torch.float64)
+        s0 = float(sig[0])
+        xs = measurement_start(case.problem, s0, "vp", noise=z)
+        if case.sigma_y == 0:
+            put("default", nfe, lambda: cpgdm(den, case.problem, sig, xs, w=p["w"], k=p["k"], lam=p["lam"], vjp=vjp))
+        put("DDNM", nfe, lambda: ddnm(den, case.problem, sig, xs))
+        paper_sig = vp_sigmas_uniform_t(nfe, dtype=torch.float64)
+        paper_xs = measurement_start(case.problem, float(paper_sig[0]), "vp", noise=z)
+        put("C-ΠGDM paper", nfe, lambda: cpgdm(den, case.problem, paper_sig, paper_xs, vjp=vjp, schedule="paper"))
+        if full:
+            put("ΠGDM (w=3)", nfe, lambda: pigdm(den, case.problem, paper_sig, paper_xs, w=3.0, vjp=vjp))
+        put("oracle (same start)", nfe, lambda: ddim(oracle, sig, xs))
+        put("oracle (exact start)", nfe, lambda: ddim(oracle, sig, case.post_samples + s0 * z))
+    return p, rows
+
+
+def fmt(cell):
+    e, r, tag = cell
+    return f"— {tag}" if not math.isfinite(e) else f"{e:.3f} / {r:.3f}"
 
 
 def main(out_path: pathlib.Path) -> str:
-    # tiny tensors: one thread avoids OpenMP spin-waiting, ~10× less CPU on a busy 2-core box
-    torch.set_num_threads(1)
-    prior = mixture_prior(SHAPE, n_components=3, seed=0)
-    truth = prior.sample(1, torch.Generator().manual_seed(1))
-    z = torch.randn(N_SAMPLES, *SHAPE, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
-    fden, fvjp = prior.denoiser("flow"), prior.vjp_provider("flow")
-    lines = [f"# Analytic posterior benchmark\n",
-             f"Prior: 3-component structured Gaussian mixture on {SHAPE}; {N_SAMPLES} samples per cell; exact VJP.",
-             "Cells: relative error of the sample mean vs the exact posterior mean / mean ‖Hx−y‖/‖y‖.",
-             "Grid: paper VP grid, uniform in t from τ = 0.4 to 0.001, data-dependent start H⁺y + σ₀z.",
-             "C-ΠGDM: w = 15, λ = 0 (noiseless); w = 2, λ = −0.15 with the c₃ correction (σ_y = 0.05).",
-             f"ΠGDM: best w in {PIGDM_WEIGHTS} per cell (chosen w in brackets). DPS: ζ = 1. "
-             "DDIM-projection: x̂0 ← (I−P)x̂0 + H⁺y each step.", ""]
-    summary = []
+    torch.set_num_threads(1)  # tiny tensors: one thread avoids OpenMP spin-waiting on a busy box
+    z = torch.randn(N_SAMPLES, *ac.SHAPE, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     t_start = time.time()
-    for sigma_y in (0.0, SIGMA_Y):
-        for name, op in tasks().items():
-            y = op.forward(truth)
-            if sigma_y:
-                y = y + sigma_y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
-            prob = OperatorProblem(op, y.expand(N_SAMPLES, *y.shape[1:]).clone(), sigma_y)
-            post_mean, wts, _, covs = prior.posterior(dense_matrix(op, SHAPE), y.reshape(1, -1), sigma_y)
-            post_mean = post_mean[0]
-            post_cov = (wts[0][:, None, None] * covs).sum(0)  # within-component part (a lower bound)
-            floor = math.sqrt(float(post_cov.trace()) / N_SAMPLES) / float(post_mean.norm())
-
-            def score(out):
-                e = float((out.reshape(N_SAMPLES, -1).mean(0) - post_mean).norm() / post_mean.norm())
-                return e, float(prob.measurement_error(out).mean())
-
-            rows = {"C-ΠGDM": {}, "ΠGDM": {}, "DPS": {}, "DDIM-projection": {}}
-            for nfe in NFES:
-                sig = vp_sigmas_uniform_t(nfe, dtype=torch.float64)
-                xs = measurement_start(prob, float(sig[0]), "vp", noise=z)
-                try:
-                    rows["C-ΠGDM"][nfe] = score(cpgdm(den, prob, sig, xs, vjp=vjp)) + ("",)
-                except ValueError:  # the noisy c3 correction refuses ill-conditioned operators
-                    rows["C-ΠGDM"][nfe] = (math.inf, math.inf, " refused (unstable c₃·M)")
-                best = min((score(pigdm(den, prob, sig, xs, w=w, vjp=vjp)) + (f" [{w:g}]",) for w in PIGDM_WEIGHTS),
-                           key=lambda r: r[0])
-                rows["ΠGDM"][nfe] = best
-                rows["DPS"][nfe] = score(dps(den, prob, sig, xs, zeta=1.0, vjp=vjp)) + ("",)
-                rows["DDIM-projection"][nfe] = score(ddim(den, sig, xs, problem=prob)) + ("",)
-            title = f"{name}, σ_y = {sigma_y:g}"
-            lines += [f"## {title}", "", f"Monte-Carlo floor of the mean error ≈ {floor:.3f}.", "",
-                      "| sampler | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
-                      "|---|" + "---|" * len(NFES)]
+    lines = ["# Analytic posterior benchmark", "",
+             __doc__.split("Rows:")[0].split("\n", 2)[2].strip(), "", "Rows:" + __doc__.split("Rows:")[1].split("Run:")[0],
+             ""]
+    headline = ["| case | σ_y | default sampler (w, k, τ) | NFE | error / floor | ratio | residual |",
+                "|---|---|---|---|---|---|---|"]
+    sections = []
+    groups = [(0.0, "all", True), (SIGMA_Y, "tuned", True)]
+    for sigma_y, which, full in groups:
+        for case in ac.cases(N_SAMPLES, sigma_y, which):
+            tuned = case.prior_name == "A" and case.name in ac.TUNED_OPS
+            p, rows = run_case(case, z, full and tuned)
+            title = f"{case.name}, prior {case.prior_name}, σ_y = {sigma_y:g}" + (" (tuned)" if tuned else " (held out)")
+            sections += [f"### {title}", "", f"Monte-Carlo floor ≈ {case.floor:.3f}; preset: w = {p['w']:g}, "
+                         f"k = {p['k']:g}, τ = {p['start']:g}, steps = {p['steps']}.", "",
+                         "| sampler | " + " | ".join(f"NFE {n}" for n in NFES) + " |", "|---|" + "---|" * len(NFES)]
             for row, cells in rows.items():
-                lines.append(f"| {row} | " + " | ".join("—" + tag if not math.isfinite(e) else f"{e:.3f} / {r:.3f}{tag}"
-                                                        for e, r, tag in cells.values()) + " |")
-            target = rows["C-ΠGDM"][5][0]
-            match = next((n for n in NFES if rows["ΠGDM"][n][0] <= target), None)
-            if not math.isfinite(target):
-                ratio = "n/a (C-ΠGDM refused: the noisy correction is unstable for this operator)"
-            elif match == NFES[0]:
-                ratio = "already at 5 NFE (ΠGDM@5 ≤ C-ΠGDM@5)"
-            else:
-                ratio = f"{match}/5 = {match / 5:g}×" if match else f"> {NFES[-1]}/5 (never within {NFES[-1]} NFE)"
-            lines += ["", f"NFE at which ΠGDM matches C-ΠGDM@5 (error {target:.3f}): {ratio}", ""]
-            summary.append((title, ratio))
-            print(f"... {title} done ({time.time() - t_start:.0f} s)", file=sys.stderr)
-
-    # flow: C-ΠGFM with the paper's vs the released Jacobian term, and Jacobian-free
-    lines += ["## C-ΠGFM (flow), σ_y = 0: paper vs released Jacobian term", "",
-              "w = 20, B = 0.2, st = 0.6 (grid uniform in t from 0.6 to 1). Same cell format.", "",
-              "| task / variant | " + " | ".join(f"NFE {n}" for n in NFES) + " |", "|---|" + "---|" * len(NFES)]
-    for name, op in list(tasks().items())[:1]:  # SR×4 only, to stay within the time budget
-        y = op.forward(truth)
-        prob = OperatorProblem(op, y.expand(N_SAMPLES, *y.shape[1:]).clone())
-        post_mean = prior.posterior(dense_matrix(op, SHAPE), y.reshape(1, -1))[0][0]
-        for label, kw in (("paper", dict(jacobian_term="paper", vjp=fvjp)),
-                          ("released", dict(jacobian_term="released", vjp=fvjp)),
-                          ("Jacobian-free", dict(vjp="none"))):
-            cells = []
-            for nfe in NFES:
-                sig = flow_sigmas_uniform_t(nfe, dtype=torch.float64)
-                xs = measurement_start(prob, float(sig[0]), "flow", noise=z)
-                out = cpgfm(fden, prob, sig, xs, **kw)
-                e = float((out.reshape(N_SAMPLES, -1).mean(0) - post_mean).norm() / post_mean.norm())
-                cells.append(f"{e:.3f} / {float(prob.measurement_error(out).mean()):.3f}")
-            lines.append(f"| {name} / {label} | " + " | ".join(cells) + " |")
-    lines += ["", "## Summary: NFE at which ΠGDM matches C-ΠGDM@5", ""]
-    lines += [f"- {t}: {r}" for t, r in summary]
-    lines += ["", f"Total time {time.time() - t_start:.0f} s, torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} threads."]
+                sections.append(f"| {row} | " + " | ".join(fmt(cells[n]) for n in NFES) + " |")
+            sections.append("")
+            name = "default" if sigma_y == 0 else min(("DDNM", "C-ΠGDM paper"), key=lambda r: rows[r][10][0])
+            e, r, _ = rows[name][10]
+            label = f"C-ΠGDM ({p['w']:g}, {p['k']:g}, {p['start']:g})" if name == "default" else name
+            headline.append(f"| {case.name} [{case.prior_name}{'' if tuned else ', held out'}] | {sigma_y:g} | {label} "
+                            f"| 10 | {fmt(rows[name][10]).split(' / ')[0]} / {case.floor:.3f} | "
+                            f"{e / case.floor:.1f}× | {r:.3f} |")
+            print(f"... {title} ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
+    lines += ["## Headline (NFE 10)", "", *headline, "", "## All cells", "", *sections,
+              f"Total time {time.time() - t_start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} thread."]
     text = "\n".join(lines) + "\n"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(text)

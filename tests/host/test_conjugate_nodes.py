@@ -235,3 +235,25 @@ def test_bad_wiring_reports_the_input_and_server_keeps_serving(comfy, tiny_model
     assert "vae" in str(info.value)
     # and the server still serves
     check_restored(comfy, comfy.run(modular_prompt(tiny_models, "sd15", photo, vjp="none")), 4)
+
+
+def test_ddnm_sampler_k_widget_and_enforce_measurement(comfy, tiny_models, photo):
+    """The issue-13 widgets through the server: sampler=ddnm with enforce_measurement=on on the all-in-one
+    node, the modular C-ΠGDM node with k, and the Enforce Measurement node on a decoded image."""
+    one = all_in_one_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=5.0, lam=0.0,
+                            start=0.4)
+    one["solve"]["inputs"].update({"sampler": "ddnm", "enforce_measurement": "on"})
+    one["fix"] = {"class_type": "InverseEnforceMeasurement", "inputs": {"image": ["solve", 0], "measurement": ["meas", 0]}}
+    one["fiximg"] = {"class_type": "SaveImage", "inputs": {"images": ["fix", 0], "filename_prefix": "enforced"}}
+    history = comfy.run(one, timeout=300)
+    check_restored(comfy, history, 4)
+    (fixed,) = comfy.images(history, "fiximg")
+    assert fixed.shape == (SIZE, SIZE, 3) and np.isfinite(fixed).all()
+    modular = modular_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=5.0, lam=0.0,
+                             start=0.4)
+    sampler = next(n for n in modular.values() if n["class_type"] == "SamplerConjugatePiGDM")
+    sampler["inputs"]["k"] = 2.0
+    _, with_k = check_restored(comfy, comfy.run(modular, timeout=300), 4)
+    sampler["inputs"]["k"] = 0.0
+    _, without_k = check_restored(comfy, comfy.run(modular, timeout=300), 4)
+    assert not np.allclose(with_k, without_k, atol=1e-6)

@@ -1,0 +1,72 @@
+"""Per-task × per-family starting settings for the conjugate solvers.
+
+Diffusion (VP), noiseless: the weight schedule ω(t) = w + k/σ_t² (samplers/cpgdm.py) with w, k
+per task from the sweep in benchmarks/weight_sweep.py (log: benchmarks/results/weight_sweep.md) and
+checked on held-out cases (benchmarks/results/analytic_posterior.md): SR and motion blur
+w = 5, k = 2; Gaussian deblur and colorization w = 5, k = 4; inpainting w = 20, k = 4 with
+10 steps. Noisy (σ_y > 0) keeps the paper's released map (w = 2, λ = −0.15, k = 0). Flow:
+w = 10, B = 0.2, k = 4 (the flow analogue of the k term), 10 steps from σ0 = 0.4.
+`start` is the noise level to start from on the method's clock (VP: VP-SDE time τ; flow:
+σ0 = 1 − st); for diffusion "auto" chooses it from the operator (samplers/start_policy.py).
+These were tuned on an analytic prior in pixel space, not on latent models: a starting point.
+`sampler` is the method: "conjugate" (C-ΠGDM / C-ΠGFM) or "ddnm" (diffusion only).
+"""
+
+from __future__ import annotations
+
+from .. import operators as ops
+from .start_policy import choose_start_time
+
+TASKS = ("sr4", "sr8", "inpaint", "gaussian_deblur", "motion_deblur", "denoise", "colorize")
+PRESET_NAMES = ("auto",) + TASKS + ("custom",)
+
+_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
+_VP_NOISY = {"steps": 5, "w": 2.0, "lam": -0.15, "k": 0.0, "start": 0.4, "sampler": "conjugate"}
+_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
+
+# Noiseless diffusion overrides on top of _VP (measured, see the module docstring).
+_TASK_VP = {
+    "sr4": {"w": 5.0, "k": 2.0},
+    "sr8": {"w": 5.0, "k": 2.0},
+    "motion_deblur": {"w": 5.0, "k": 2.0},
+    "inpaint": {"w": 20.0, "k": 4.0, "steps": 10},
+    "colorize": {"start": 0.6},
+}
+
+
+def detect_task(operator) -> str:
+    """The preset task matching an operator (SR factor ≤ 4 → sr4, larger → sr8)."""
+    if isinstance(operator, ops.SuperResolution):
+        return "sr4" if operator.factor <= 4 else "sr8"
+    if isinstance(operator, ops.Inpainting):
+        return "inpaint"
+    if isinstance(operator, ops.GaussianBlur):
+        return "gaussian_deblur"
+    if isinstance(operator, ops.ConvolutionFFT):
+        return "motion_deblur"
+    if isinstance(operator, ops.Denoise):
+        return "denoise"
+    if isinstance(operator, ops.Colorization):
+        return "colorize"
+    return "sr4"  # compositions and others: the main task's settings
+
+
+def preset(name: str, kind: str, operator, sigma_y: float, image_shape=None) -> dict:
+    """{"steps", "w", "lam", "k", "start", "sampler", "task"} for preset `name` ("auto" picks the task).
+
+    With `image_shape` (B, C, H, W) and "auto", the diffusion start time comes from the start
+    policy (more noise when the measurement misses most of the image's low-pass energy).
+    """
+    if name not in PRESET_NAMES or name == "custom":
+        raise ValueError(f"preset: unknown preset {name!r}; choose one of {PRESET_NAMES[:-1]} (or 'custom').")
+    if kind not in ("vp", "flow"):
+        raise ValueError(f"model family must be 'vp' or 'flow', got {kind!r}.")
+    task = detect_task(operator) if name == "auto" else name
+    if kind == "flow":
+        return {**_FLOW, "task": task}
+    if sigma_y > 0:
+        return {**_VP_NOISY, "task": task}
+    out = {**_VP, **_TASK_VP.get(task, {}), "task": task}
+    if name == "auto" and image_shape is not None:
+        out["start"] = choose_start_time(operator, tuple(image_shape), sigma_y)
+    return out
