@@ -96,7 +96,7 @@ def test_sigma_y_zero_reproduces_the_noiseless_scheme(prior, truth, name, lam):
     den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
     sig = vp_sigmas_uniform_t(5, dtype=torch.float64)
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(6))
-    ref = cpgdm(den, prob, sig, xs, vjp=vjp, w=15.0, lam=lam, sigma_y=0.0)
+    ref = cpgdm(den, prob, sig, xs, vjp=vjp, w=15.0, lam=lam, sigma_y=0.0, schedule="paper")
     run = Run(den, sig, xs, "vp", problem=prob, vjp=vjp)
     out = cpgdm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=15.0, lam=lam, sigma_y=0.0)
     assert float((out - ref).norm() / ref.norm()) < 1e-10
