@@ -71,7 +71,7 @@ def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: flo
         k = (0.0 if schedule == "paper" else d["k"]) if k is None else float(k)
         run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
                   callback=callback, should_stop=should_stop, work_dtype=work_dtype)
-        return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=k)
+        return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=k, a=a)
     w, k, lam = resolve_weight(schedule, sigma_y, w, k, lam)
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)

@@ -167,9 +167,9 @@ def choose_noisy_mode(noisy: str, problem, like: torch.Tensor, sigma_y: float):
     if spectrum is None:
         op = getattr(problem, "operator", None)
         name = op.describe() if op is not None else type(problem).__name__
-        log.warning("C-ΠGDM noisy='exact' needs an operator with a spectral form (SVD); %s has none, so the "
-                    "released heuristic (noisy='paper') is used for sigma_y=%g. Pass noisy='paper' to silence "
-                    "this, or sigma_y=0 for the noiseless sampler.", name, sigma_y)
+        log.warning("noisy='exact' needs an operator with a spectral form (SVD); %s has none, so the released "
+                    "noisy sampler (noisy='paper') is used for sigma_y=%g. Pass noisy='paper' to silence this, "
+                    "or sigma_y=0 for the noiseless sampler.", name, sigma_y)
         return "paper", None
     return "exact", spectrum
 

@@ -11,9 +11,11 @@ from scipy.integrate import solve_ivp
 
 from comfyui_inverse.operators import (Colorization, Compose, GaussianBlur, Inpainting, MotionBlur, SeparableConvolution,
                                        SuperResolution)
-from comfyui_inverse.samplers import OperatorProblem, cpgdm, dense_matrix, measurement_start, mixture_prior, vp_sigmas_uniform_t
+from comfyui_inverse.samplers import (OperatorProblem, cpgdm, cpgfm, dense_matrix, measurement_start, mixture_prior,
+                                      vp_sigmas_uniform_t)
 from comfyui_inverse.samplers import schedules as sch
 from comfyui_inverse.samplers.common import Run
+from comfyui_inverse.samplers.cpgfm_noisy import cpgfm_exact_noisy
 from comfyui_inverse.samplers.cpgdm_noisy import (cpgdm_exact_noisy, guidance_gain, mode_noise_ratio, wiener_start,
                                                   wiener_y)
 
@@ -99,6 +101,20 @@ def test_sigma_y_zero_reproduces_the_noiseless_scheme(prior, truth, name, lam):
     ref = cpgdm(den, prob, sig, xs, vjp=vjp, w=15.0, lam=lam, sigma_y=0.0, schedule="paper")
     run = Run(den, sig, xs, "vp", problem=prob, vjp=vjp)
     out = cpgdm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=15.0, lam=lam, sigma_y=0.0)
+    assert float((out - ref).norm() / ref.norm()) < 1e-10
+
+
+@pytest.mark.parametrize("name", ["sr4", "deblur_fft"])
+@pytest.mark.parametrize("k,a", [(2.0, 0.0), (4.0, 1.0)])
+def test_sigma_y_zero_reproduces_the_noiseless_weight_schedule(prior, truth, name, k, a):
+    """The same with the consistent schedule ω = w + k/σ² + a/μ² (coefficients.WeightSchedule)."""
+    prob = _problem(OPS[name](), truth, 4)
+    den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
+    sig = vp_sigmas_uniform_t(5, dtype=torch.float64)
+    xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(4))
+    ref = cpgdm(den, prob, sig, xs, vjp=vjp, w=5.0, k=k, a=a, lam=0.0, sigma_y=0.0)
+    run = Run(den, sig, xs, "vp", problem=prob, vjp=vjp)
+    out = cpgdm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=5.0, lam=0.0, sigma_y=0.0, k=k, a=a)
     assert float((out - ref).norm() / ref.norm()) < 1e-10
 
 
@@ -243,3 +259,84 @@ def test_exact_noisy_converges_at_first_order_to_the_noisy_pigdm_ode(prior, trut
         errs.append(float((out - ref).norm() / ref.norm()))
     ratios = [errs[0] / errs[1], errs[1] / errs[2]]
     assert all(1.6 < r < 2.5 for r in ratios), (errs, ratios)
+
+
+# ---- flow: C-ΠGFM ------------------------------------------------------------------------
+
+FLOW_T_END = 0.999
+
+
+def _flow_grid(n, t0=0.6):
+    return torch.tensor(1.0 - np.linspace(t0, FLOW_T_END, n + 1), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["sr4", "inpaint", "deblur"])
+@pytest.mark.parametrize("jacobian_term,k", [("paper", 0.0), ("released", 0.0), ("paper", 2.0)])
+def test_flow_sigma_y_zero_reproduces_the_noiseless_scheme(prior, truth, name, jacobian_term, k):
+    prob = _problem(OPS[name](), truth, 4)
+    den, vjp = prior.denoiser("flow"), prior.vjp_provider("flow")
+    sig = _flow_grid(6)
+    xs = measurement_start(prob, float(sig[0]), "flow", noise=_noise(4))
+    ref = cpgfm(den, prob, sig, xs, vjp=vjp, jacobian_term=jacobian_term, k=k)
+    run = Run(den, sig, xs, "flow", problem=prob, vjp=vjp)
+    out = cpgfm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=20.0, lamb=0.2, sigma_y=0.0,
+                            jacobian_term=jacobian_term, k=k)
+    assert float((out - ref).norm() / ref.norm()) < 1e-10
+
+
+def _dense_flow_gain(h, t, sigma_y):
+    r2 = (1 - t) ** 2 / (t * t + (1 - t) ** 2)
+    return _dense_gain(h, r2, sigma_y)
+
+
+@pytest.mark.parametrize("name", ["sr2_bicubic", "gauss_fft", "inpaint"])
+@pytest.mark.parametrize("k", [0.0, 2.0])
+def test_flow_exact_map_solves_the_noisy_pigfm_ode(name, k):
+    """Constant v̂ (D(x, σ) = x + σ·v): the per-mode integrator is exact at any step count, against a
+    dense RK solve of dx/dt = v̂ + γ_t Γ_t(H⁺y − x − (1 − t)v̂) (Jacobian term off)."""
+    op, shape = SMALL_OPS[name]
+    sigma_y, w = 0.05, 20.0
+    g = torch.Generator().manual_seed(6)
+    v = torch.randn(shape, generator=g, dtype=torch.float64)
+    y = op.forward(0.5 * torch.randn(shape, generator=g, dtype=torch.float64))
+    y = y + sigma_y * torch.randn(y.shape, generator=g, dtype=torch.float64)
+    prob = OperatorProblem(op, y, sigma_y)
+    sig = _flow_grid(3)
+    xs = measurement_start(prob, float(sig[0]), "flow", noise=torch.randn(shape, generator=g, dtype=torch.float64))
+    den = lambda x, s: x + s.reshape(-1, 1, 1, 1).to(x.dtype) * v.to(x.dtype)  # noqa: E731
+    out = cpgfm(den, prob, sig, xs, w=w, lamb=0.0, k=k, vjp="none")
+    h = dense_matrix(op, shape[1:])
+    hy = prob.pinv_y.reshape(-1)
+    vv = v.reshape(-1)
+
+    def rhs(t, xf):
+        x = torch.from_numpy(xf)
+        gamma = w * t * (1 - t) + k * t * (t * t + (1 - t) ** 2) / (1 - t)  # the noiseless γ_t with the k term
+        return (vv + gamma * (_dense_flow_gain(h, t, sigma_y) @ (hy - x - (1 - t) * vv))).numpy()
+
+    sol = solve_ivp(rhs, (0.6, FLOW_T_END), xs.reshape(-1).numpy(), method="DOP853", rtol=1e-11, atol=1e-12)
+    ref = torch.from_numpy(sol.y[:, -1]).reshape(shape)
+    assert float((out - ref).norm() / ref.norm()) < 1e-7
+
+
+def test_flow_exact_noisy_converges_at_first_order_to_the_noisy_pigfm_ode(prior, truth):
+    sigma_y, w = 0.05, 20.0
+    op = OPS["sr4"]()
+    prob = _problem(op, truth, 1, sigma_y)
+    xs = measurement_start(prob, 0.4, "flow", noise=_noise(1))
+    h = dense_matrix(op, SHAPE)
+    shape = xs.shape
+
+    def rhs(t, xf):
+        x = torch.from_numpy(xf).reshape(shape)
+        s = torch.full((1,), 1.0 - t, dtype=torch.float64)
+        x0 = prior.denoise(x, s, "flow")
+        gu = (_dense_flow_gain(h, t, sigma_y) @ prob.residual(x0).reshape(-1)).reshape(shape)
+        return ((x0 - x) / (1.0 - t) + w * t * (1 - t) * prior.vjp(x, s, gu, "flow")).reshape(-1).numpy()
+
+    sol = solve_ivp(rhs, (0.6, FLOW_T_END), xs.reshape(-1).numpy(), method="DOP853", rtol=1e-9, atol=1e-11)
+    ref = torch.from_numpy(sol.y[:, -1]).reshape(shape)
+    den, vjp = prior.denoiser("flow"), prior.vjp_provider("flow")
+    errs = [float((cpgfm(den, prob, _flow_grid(n), xs, w=w, lamb=0.2, vjp=vjp) - ref).norm() / ref.norm())
+            for n in (10, 20, 40)]
+    assert all(1.6 < a / b < 2.5 for a, b in zip(errs, errs[1:])), errs
