@@ -319,6 +319,9 @@ def _sd3_model(torch):
 
 
 def _flux_model(torch):
+    import dataclasses
+
+    import comfy.ldm.flux.model
     import comfy.supported_models
 
     config = {
@@ -327,6 +330,9 @@ def _flux_model(torch):
         "hidden_size": 3072, "context_in_dim": 4096, "patch_size": 2, "vec_in_dim": 2048,
         "depth": 1, "depth_single_blocks": 0, "guidance_embed": True, "dtype": torch.bfloat16,
     }
+    # ComfyUI ≥ 0.4 requires txt_ids_dims (Flux.1 uses none; model_detection sets []); older ones reject it.
+    if "txt_ids_dims" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        config["txt_ids_dims"] = []
     return comfy.supported_models.Flux(config).get_model({})
 
 
