@@ -137,9 +137,11 @@ def test_sdxl_solve_negates_on_the_clip_l_block_and_its_null_embedding_is_reusab
 def test_wrong_clip_vision_width_is_a_clear_error_and_server_keeps_serving(comfy, tiny_models, photos):
     # CLIPVisionLoader picks its config from the layer count: a 32-layer file is a ViT-H/14
     # (1024-d embeddings, the IP-Adapter encoder). The guider rejects it before any forward, so
-    # the other weights may stay unset.
+    # the other weights may stay unset. The projection must be in the file: newer ComfyUI (2026-08)
+    # makes it an Identity when it is missing, which the guider reports as "no CLIP projection".
     stub = "stub_vit_h.safetensors"
-    save_file({"vision_model.encoder.layers.30.layer_norm1.weight": np.ones(1280, np.float32)},
+    save_file({"vision_model.encoder.layers.30.layer_norm1.weight": np.ones(1280, np.float32),
+               "visual_projection.weight": np.zeros((1024, 1280), np.float32)},
               str(comfy.models_dir / "clip_vision" / stub))
     with pytest.raises(PromptExecutionError) as error:
         comfy.run(modular_graph(tiny_models, photos, clip_vision=stub))
