@@ -3,6 +3,13 @@
 ComfyUI runs every prompt under torch.inference_mode(); the weights it loads are inference
 tensors. Anything here that needs gradients works inside `grad_enabled()` on weights made
 ordinary by `make_differentiable`.
+
+Dynamic VRAM (ComfyUI ≥ 0.16 on NVIDIA, on by default; `--disable-dynamic-vram` or `--cpu`
+turn it off): the loader keeps the weights where it likes and streams each layer's weights into
+reused GPU buffers during the forward pass. Those weights are never replaced here, and nothing
+backpropagates through them: a saved weight could be overwritten before the backward pass.
+Gradient paths use finite differences (the UNet) or a separately loaded, non-dynamic copy of the
+model that ComfyUI itself provides (`ModelPatcher.get_non_dynamic_delegate`, the VAE).
 """
 
 from __future__ import annotations
@@ -57,12 +64,25 @@ def grad_enabled():
         yield
 
 
-def make_differentiable(module: torch.nn.Module) -> None:
-    """Replace inference-mode parameters and buffers by ordinary copies, in place.
+DYNAMIC_VRAM_SETTING = "--disable-dynamic-vram"
+
+
+def is_dynamic(patcher) -> bool:
+    """True when ComfyUI's dynamic VRAM loader manages this patcher's weights (False on hosts
+    before 0.16, which have no such loader)."""
+    probe = getattr(patcher, "is_dynamic", None)
+    return bool(probe()) if callable(probe) else False
+
+
+def make_differentiable(module: torch.nn.Module, patcher=None) -> bool:
+    """Replace inference-mode parameters and buffers by ordinary copies, in place; False (and
+    nothing touched) when `patcher` is dynamic: those weights belong to the dynamic loader.
 
     Cheap when already done: it checks each tensor. `p.data = ...` is not enough (the
     Parameter object itself is an inference tensor), so the Parameter is replaced.
     """
+    if is_dynamic(patcher):
+        return False
     with torch.inference_mode(False):
         for sub in module.modules():
             for name, p in list(sub._parameters.items()):
@@ -71,6 +91,24 @@ def make_differentiable(module: torch.nn.Module) -> None:
             for name, b in list(sub._buffers.items()):
                 if b is not None and torch.is_inference(b):
                     sub._buffers[name] = b.detach().clone()
+    return True
+
+
+def non_dynamic_delegate(patcher, what: str, fix: str):
+    """`patcher` itself when it is not dynamic; else ComfyUI's non-dynamic delegate of it (a copy
+    loaded again from the model's file, kept on the patcher for later runs). ValueError naming the
+    setting when the host cannot make one (a model from a custom loader that cannot reload it)."""
+    if not is_dynamic(patcher):
+        return patcher
+    try:
+        make = getattr(patcher, "get_non_dynamic_delegate", None)
+        return make() if callable(make) else patcher.clone(disable_dynamic=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{what} backpropagates through the model, which ComfyUI's dynamic VRAM loader streams and "
+            f"cannot differentiate, and ComfyUI could not load a separate copy ({err}). Start ComfyUI with "
+            f"{DYNAMIC_VRAM_SETTING}, or {fix}."
+        ) from err
 
 
 class VaeBridge:
@@ -84,6 +122,8 @@ class VaeBridge:
         if vae is None:
             raise ValueError("vae: no VAE connected. Connect the VAE that belongs to the model (e.g. from Load Checkpoint).")
         self.vae = vae
+        self.patcher = vae.patcher
+        self.model = vae.first_stage_model  # the delegate's copy after load(grad=True) on a dynamic VAE
         self.latent_format = latent_format
         self.downscale = int(vae.downscale_ratio) if isinstance(vae.downscale_ratio, int) else 8
         self.device = device
@@ -97,11 +137,17 @@ class VaeBridge:
                 "Connect the VAE of the same model family (SD1.5/SDXL: 4 channels, SD3/Flux: 16)."
             )
 
-    def load(self, also=()) -> None:
-        """Load the VAE (together with `also`, e.g. the model patcher being sampled, so
-        neither evicts the other) and make its weights differentiable."""
-        comfy.model_management.load_models_gpu([*also, self.vae.patcher])
-        make_differentiable(self.vae.first_stage_model)
+    def load(self, also=(), grad: bool = False, what: str = "this setting",
+             fix: str = "choose a setting that does not backpropagate through the VAE decoder") -> None:
+        """Load the VAE (together with `also`, e.g. the model patcher being sampled, so neither
+        evicts the other) and make its weights differentiable. A dynamic VAE is left to its
+        loader; with `grad` the decoder gradient then runs on its non-dynamic delegate
+        (ValueError naming `what`, the setting and `fix` when there is none)."""
+        if grad:
+            self.patcher = non_dynamic_delegate(self.vae.patcher, what, fix)
+            self.model = self.patcher.model
+        comfy.model_management.load_models_gpu([*also, self.patcher])
+        make_differentiable(self.model, self.patcher)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -109,13 +155,13 @@ class VaeBridge:
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         raw = self.latent_format.process_out(latent.float())
-        model = self.vae.first_stage_model
+        model = self.model
         out = model.decode(raw.to(device=self.vae.device, dtype=self.dtype))
         return out.float().to(latent.device)
 
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Posterior *sample* when the VAE has a Gaussian posterior and a generator is given, else its mean."""
-        model = self.vae.first_stage_model
+        model = self.model
         x = pixels.to(device=self.vae.device, dtype=self.dtype)
         gaussian = type(getattr(model, "regularization", None)).__name__ == "DiagonalGaussianRegularizer"
         if generator is not None and gaussian and getattr(model, "bn", None) is None:

@@ -25,8 +25,8 @@ from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import check_solver_memory
-from .comfy_bridge import (VaeBridge, check_interrupt, checkpointed_blocks, grad_enabled, make_differentiable, model_kind,
-                           model_sampling_of)
+from .comfy_bridge import (VaeBridge, check_interrupt, checkpointed_blocks, grad_enabled, is_dynamic, make_differentiable,
+                           model_kind, model_sampling_of)
 from .presets import PRESET_NAMES, preset
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, check_measurement
@@ -92,7 +92,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     generator = torch.Generator().manual_seed(int(extra_args.get("seed") or 0))
     problem = _latent_problem(guider, base, measurement, vae, x, bridge_mode, cancel_bias, generator)
     x = _start_latent(model, x, sigmas, problem, kind, start, generator)
-    vjp = _choose_vjp(base, vjp, family)
+    vjp = _choose_vjp(guider, base, vjp, family)
 
     def denoiser(xx, s):
         return model(xx, s, denoise_mask=None, **extra_args)
@@ -135,13 +135,15 @@ def _check_family(base, family: str) -> str:
 def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_bias: bool, generator):
     """The measurement mapped to the latent grid of `x` (samplers/latent_problem.py), VAE loaded."""
     bridge = VaeBridge(vae, base.latent_format)
-    bridge.load(also=[guider.model_patcher])
+    mode = resolve_bridge(bridge_mode)
+    bridge.load(also=[guider.model_patcher], grad=(mode == "consistent_target"), what="bridge_mode consistent_target",
+                fix="choose bridge_mode latent_surrogate or pixel_bridge")
     check_measurement(measurement, tuple(x.shape), bridge.downscale)
     y = _expand_batch(measurement.to_signed(), x.shape[0]).to(device=x.device, dtype=torch.float32)
     half_vae = bridge.dtype in (torch.float16, torch.bfloat16)
     try:
         with grad_enabled():  # consistent_target backpropagates through the decoder once
-            return make_latent_problem(resolve_bridge(bridge_mode), measurement.operator, y, bridge.decode,
+            return make_latent_problem(mode, measurement.operator, y, bridge.decode,
                                        bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
                                        downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator,
                                        fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted)
@@ -161,14 +163,20 @@ def _start_latent(model, x, sigmas, problem, kind: str, start: str, generator) -
     return x
 
 
-def _choose_vjp(base, vjp: str, family: str) -> str:
-    """The Jacobian mode to run with: finite differences for a model whose autograd failed before."""
+def _choose_vjp(guider, base, vjp: str, family: str) -> str:
+    """The Jacobian mode to run with: finite differences for a model whose autograd failed before, or
+    whose weights ComfyUI's dynamic VRAM loader streams (nothing can backpropagate through those)."""
     if vjp == "autograd" and base.diffusion_model in _NO_AUTOGRAD:  # failed before: do not pay the try again
         log.info("comfyui-inverse: %s uses the finite-difference Jacobian for this model (autograd failed on an "
                  "earlier run).", METHOD[family])
         vjp = "finite_difference"
+    if vjp == "autograd" and is_dynamic(guider.model_patcher):
+        log.info("comfyui-inverse: %s uses the finite-difference Jacobian: ComfyUI's dynamic VRAM streams the "
+                 "model's weights, so it cannot be backpropagated (start ComfyUI with --disable-dynamic-vram for "
+                 "the exact autograd Jacobian).", METHOD[family])
+        vjp = "finite_difference"
     if vjp == "autograd":
-        make_differentiable(base.diffusion_model)
+        make_differentiable(base.diffusion_model, guider.model_patcher)
     return vjp
 
 

@@ -20,10 +20,19 @@ def gigabytes(n: float) -> str:
     return f"{n / 2**30:.1f} GB"
 
 
+def free_memory(device, patcher=None) -> int:
+    """Bytes free on `device`. The patcher's own figure where the host has one (ComfyUI ≥ 0.16): with
+    dynamic VRAM it adds what the loader can evict from resident weights, which the plain figure misses."""
+    probe = getattr(patcher, "get_free_memory", None)
+    if callable(probe):
+        return int(probe(device))
+    return int(comfy.model_management.get_free_memory(device))
+
+
 def check_memory(required_bytes: int, device, what: str, fix: str = "Use a smaller image.",
-                 free_bytes: int | None = None) -> None:
+                 free_bytes: int | None = None, patcher=None) -> None:
     """ValueError naming `what`, the estimate and the free memory if `required_bytes` won't fit."""
-    free = comfy.model_management.get_free_memory(device) if free_bytes is None else free_bytes
+    free = free_memory(device, patcher) if free_bytes is None else free_bytes
     if required_bytes > free:
         raise ValueError(f"{what} needs about {gigabytes(required_bytes)} of memory but only {gigabytes(free)} "
                          f"is free on {device}. {fix}")
@@ -56,5 +65,5 @@ def check_solver_memory(vae, measurement, latent_channels: int | None = None, wi
         fix=(f"Restore a smaller image (half the size, {w // 2}×{h // 2}, needs about {gigabytes(half)}), "
              + ("fewer images per batch, " if b > 1 else "")
              + "or restore it in tiles (crop, restore, stitch)."),
-        free_bytes=free_bytes,
+        free_bytes=free_bytes, patcher=getattr(vae, "patcher", None),
     )

@@ -13,7 +13,7 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, seed_generator, treg_sample
-from .comfy_bridge import VaeBridge, check_interrupt, make_differentiable, model_kind
+from .comfy_bridge import DYNAMIC_VRAM_SETTING, VaeBridge, check_interrupt, is_dynamic, make_differentiable, model_kind
 from .convert import check_finite
 from .limits import check_solver_memory
 from .treg_common import signed_measurement
@@ -42,6 +42,11 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
     if extra_args.get("denoise_mask") is not None:
         log.warning("SamplerTReg ignores the latent's noise_mask: inpainting is a measurement (Inpainting Operator) here.")
         extra_args["denoise_mask"] = None
+    if use_dps and is_dynamic(guider.model_patcher):
+        raise ValueError(
+            "use_dps: DPS steps backpropagate through the UNet, whose weights ComfyUI's dynamic VRAM loader streams "
+            f"and cannot differentiate. Turn use_dps off (data consistency alone is TReg), or start ComfyUI with "
+            f"{DYNAMIC_VRAM_SETTING}.")
     bridge = VaeBridge(vae, base.latent_format)
     y = signed_measurement(measurement, x.shape, bridge.downscale, x.device)
     # Load UNet, VAE and CLIP vision together: loading one later alone may evict another on a small GPU.
@@ -50,8 +55,8 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
         [guider.model_patcher, vae.patcher] + ([clip_vision.patcher] if clip_vision is not None else []))
     dps_denoise = None
     if use_dps:  # only DPS backpropagates: keep ComfyUI's inference weights otherwise
-        bridge.load()
-        make_differentiable(base.diffusion_model)
+        bridge.load(grad=True, what="use_dps", fix="turn use_dps off")
+        make_differentiable(base.diffusion_model, guider.model_patcher)
 
         def dps_denoise(x_in, sigma_b, null_embedding):
             return null_prediction(guider, x_in, sigma_b, extra_args.get("model_options", {}))
