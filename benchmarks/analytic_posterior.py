@@ -7,8 +7,10 @@ everything else is held out. Every sampler starts from the same noise (common ra
 Cell = error of the sample mean vs the exact posterior mean ‖x̄ − E[x0|y]‖/‖E[x0|y]‖ /
 mean measurement residual ‖Hx − y‖/‖y‖.
 Rows:
-  default      what preset "auto" runs (nodes/presets.py): C-ΠGDM with ω(t) = w + k/σ², task
-               w/k/steps/start, grid uniform in t from τ to 0 (the last step lands on x̂0)
+  default      what preset "auto" runs (samplers/presets.py): C-ΠGDM with ω(t) = w + k/σ², task
+               w/k/steps/start, grid uniform in t from τ to 0 (the last step lands on x̂0); σ_y > 0:
+               the exact per-mode noisy map (cpgdm_noisy.py, w = 5, k = 2) from the start policy's
+               point (W y, the Wiener estimate, when the operator has a spectral form)
   C-ΠGDM paper w = 15, k = 0 (σ_y > 0: the released noisy map, w = 2, λ = −0.15), grid to t = 0.001
   DDNM         DDIM + x̂0 ← x̂0 + H⁺(y − Hx̂0) (noise-aware gain when σ_y > 0), same grid as default
   ΠGDM         continuous ΠGDM, w = 3 (its best in the earlier runs; w = 1 is *not* the exact
@@ -18,7 +20,8 @@ Rows:
   oracle/exact-start  the same from an exact posterior draw x0|y + σ0·z
 Floor: the Monte-Carlo error of an n-sample mean of exact posterior draws (within-component
 spread only, a lower bound). "ratio" = default / floor at NFE 10 (the done-when bound is 2×
-noiseless, 3× noisy).
+noiseless, 3× noisy). Noisy headline rows also give the residual of exact posterior samples
+(a residual "at the noise level" is near it, not below it).
 Run:  python benchmarks/analytic_posterior.py   (≈ 15 min of one core)
 """
 
@@ -37,6 +40,7 @@ import analytic_cases as ac  # noqa: E402
 from comfyui_inverse.samplers.presets import preset  # noqa: E402
 from comfyui_inverse.samplers import (GaussianMixturePrior, cpgdm, ddim, ddnm, dense_matrix,  # noqa: E402
                                       measurement_start, pigdm, vp_sigmas_uniform_t)
+from comfyui_inverse.samplers.start_policy import policy_start  # noqa: E402
 
 N_SAMPLES = 256
 NFES = (5, 10)
@@ -64,13 +68,13 @@ def run_case(case, z, full: bool):
     for nfe in NFES:
         sig = vp_sigmas_uniform_t(nfe, t_start=p["start"], t_end=0.0, dtype=torch.float64)
         s0 = float(sig[0])
-        xs = measurement_start(case.problem, s0, "vp", noise=z)
-        if case.sigma_y == 0:
-            put("default", nfe, lambda: cpgdm(den, case.problem, sig, xs, w=p["w"], k=p["k"], lam=p["lam"], vjp=vjp))
+        xs = policy_start(case.problem, s0, "vp", noise=z)
+        put("default", nfe, lambda: cpgdm(den, case.problem, sig, xs, w=p["w"], k=p["k"], lam=p["lam"], vjp=vjp))
         put("DDNM", nfe, lambda: ddnm(den, case.problem, sig, xs))
         paper_sig = vp_sigmas_uniform_t(nfe, dtype=torch.float64)
         paper_xs = measurement_start(case.problem, float(paper_sig[0]), "vp", noise=z)
-        put("C-ΠGDM paper", nfe, lambda: cpgdm(den, case.problem, paper_sig, paper_xs, vjp=vjp, schedule="paper"))
+        put("C-ΠGDM paper", nfe, lambda: cpgdm(den, case.problem, paper_sig, paper_xs, vjp=vjp, schedule="paper",
+                                               noisy="paper"))
         if full:
             put("ΠGDM (w=3)", nfe, lambda: pigdm(den, case.problem, paper_sig, paper_xs, w=3.0, vjp=vjp))
         put("oracle (same start)", nfe, lambda: ddim(oracle, sig, xs))
@@ -90,10 +94,10 @@ def main(out_path: pathlib.Path) -> str:
     lines = ["# Analytic posterior benchmark", "",
              __doc__.split("Rows:")[0].split("\n", 2)[2].strip(), "", "Rows:" + __doc__.split("Rows:")[1].split("Run:")[0],
              ""]
-    headline = ["| case | σ_y | default sampler (w, k, τ) | NFE | error / floor | ratio | residual |",
+    headline = ["| case | σ_y | default sampler (w, k, τ) | NFE | error / floor | ratio | residual (exact samples) |",
                 "|---|---|---|---|---|---|---|"]
     sections = []
-    groups = [(0.0, "all", True), (SIGMA_Y, "tuned", True)]
+    groups = [(0.0, "all", True), (SIGMA_Y, "all", True)]
     for sigma_y, which, full in groups:
         for case in ac.cases(N_SAMPLES, sigma_y, which):
             tuned = case.prior_name == "A" and case.name in ac.TUNED_OPS
@@ -105,12 +109,12 @@ def main(out_path: pathlib.Path) -> str:
             for row, cells in rows.items():
                 sections.append(f"| {row} | " + " | ".join(fmt(cells[n]) for n in NFES) + " |")
             sections.append("")
-            name = "default" if sigma_y == 0 else min(("DDNM", "C-ΠGDM paper"), key=lambda r: rows[r][10][0])
-            e, r, _ = rows[name][10]
-            label = f"C-ΠGDM ({p['w']:g}, {p['k']:g}, {p['start']:g})" if name == "default" else name
+            e, r, _ = rows["default"][10]
+            label = f"C-ΠGDM ({p['w']:g}, {p['k']:g}, {p['start']:g})"
+            ref = f" ({case.residual(case.post_samples):.3f})" if sigma_y else ""
             headline.append(f"| {case.name} [{case.prior_name}{'' if tuned else ', held out'}] | {sigma_y:g} | {label} "
-                            f"| 10 | {fmt(rows[name][10]).split(' / ')[0]} / {case.floor:.3f} | "
-                            f"{e / case.floor:.1f}× | {r:.3f} |")
+                            f"| 10 | {fmt(rows['default'][10]).split(' / ')[0]} / {case.floor:.3f} | "
+                            f"{e / case.floor:.1f}× | {r:.3f}{ref} |")
             print(f"... {title} ({time.time() - t_start:.0f} s)", file=sys.stderr, flush=True)
     lines += ["## Headline (NFE 10)", "", *headline, "", "## All cells", "", *sections,
               f"Total time {time.time() - t_start:.0f} s, torch {torch.__version__}, {torch.get_num_threads()} thread."]

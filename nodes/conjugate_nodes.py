@@ -183,9 +183,9 @@ def _choose_vjp(guider, base, vjp: str, family: str) -> str:
 def _run_method(kind: str, denoiser, problem, sigmas, x, w: float, lam: float, vjp: str, report, k: float = 0.0):
     kw = dict(vjp=vjp, callback=report, should_stop=interrupted)
     if kind == "vp":
-        noisy = problem.sigma_y > 0  # the released noisy map has the constant weight only
-        schedule = "paper" if k == 0 or noisy else "consistent"
-        return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, k=0.0 if noisy else k, schedule=schedule, **kw)
+        # k = 0 is the paper's constant weight (and, with σ_y > 0, the exact noisy map at that weight)
+        schedule = "paper" if k == 0 else "consistent"
+        return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, k=k, schedule=schedule, **kw)
     return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, k=k, **kw)
 
 

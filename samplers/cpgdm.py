@@ -15,11 +15,15 @@ it as written. σ_y is taken in the units of y (our y = Hx + σ_y n, no factor 2
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .coefficients import vp_coefficients
 from .common import Run
 from .cpgdm_noisy import choose_noisy_mode, cpgdm_exact_noisy
+
+log = logging.getLogger(__name__)
 
 NOISELESS_DEFAULTS = {"w": 15.0, "lam": 0.0}  # SR×4, 5 steps (test.sh)
 NOISY_DEFAULTS = {"w": 2.0, "lam": -0.15}  # SR×4, σ_y = 0.05, 5 steps (imp_pgdm.sh)
@@ -72,6 +76,10 @@ def cpgdm(denoiser, problem, sigmas, x=None, *, w: float | None = None, lam: flo
         run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
                   callback=callback, should_stop=should_stop, work_dtype=work_dtype)
         return cpgdm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, k=k, a=a)
+    if sigma_y > 0 and noisy == "exact" and k:  # fell back to the released map, which has no k term
+        log.warning("C-ΠGDM: k = %g is dropped: the released noisy map (used because the operator has no "
+                    "spectral form) has the constant weight only.", k)
+        k = None
     w, k, lam = resolve_weight(schedule, sigma_y, w, k, lam)
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)
