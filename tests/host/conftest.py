@@ -14,19 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # the helper modules beside this file (not the pack root)
-    sys.path.insert(0, str(HERE))
-
-import tiny_models as tiny_models_module  # noqa: E402
-from comfy_client import HostComfy  # noqa: E402
-
-from comfyui_inverse.runner import ComfyNotFoundError, ComfyServer, find_comfy_root  # noqa: E402
+# The helper modules beside this file, through the pack's name (no sys.path entry for tests/host).
+from comfyui_inverse.runner import ComfyNotFoundError, ComfyServer, find_comfy_root
+from comfyui_inverse.tests.host import tiny_models as tiny_models_module
+from comfyui_inverse.tests.host.comfy_client import HostComfy
 
 MODEL_FOLDERS = ("checkpoints", "vae", "vae_approx", "clip", "clip_vision", "diffusion_models",
                  "loras", "text_encoders")

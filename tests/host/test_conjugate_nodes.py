@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import tiny_models as tm
-from comfy_client import PromptExecutionError, PromptValidationError
+from comfyui_inverse.tests.host.comfy_client import PromptExecutionError, PromptValidationError
+from comfyui_inverse.tests.host.graphs import (custom_sample, loaders, node, save_outputs, sr_measurement,
+                                               text_prompts)
 
 pytestmark = pytest.mark.host
 
@@ -39,37 +40,17 @@ def photo2(comfy):
 FAMILIES = {"sd15": "vp", "sdxl": "vp", "sd3": "flow", "flux": "flow"}  # family: prediction kind
 
 
-def loaders(tiny_models, family: str) -> tuple[dict, list, list, list]:
-    if family == "sd15":
-        nodes = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}}}
-        return nodes, ["ckpt", 0], ["ckpt", 1], ["ckpt", 2]
-    if family == "sdxl":
-        return tm.sdxl_loader_nodes(tiny_models), ["unet", 0], ["clip", 0], ["vae", 0]
-    unet, vae = {"sd3": ("sd3_unet", "sd3_vae"), "flux": ("flux_unet", "flux_vae")}[family]
-    nodes = {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": tiny_models[unet], "weight_dtype": "default"}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": tiny_models["clip_l"], "type": "sd3"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models[vae]}},
-    }
-    return nodes, ["unet", 0], ["clip", 0], ["vae", 0]
-
-
 def measurement_nodes(photo: str, size: int | None = None, batch_photo: str | None = None) -> dict:
-    nodes = {
-        "load": {"class_type": "LoadImage", "inputs": {"image": photo}},
-        "op": {"class_type": "InverseSuperResolution", "inputs": {"factor": 4, "kernel": "bicubic"}},
-        "meas": {"class_type": "InverseDegradeImage",
-                 "inputs": {"image": ["load", 0], "operator": ["op", 0], "sigma_y": 0.0, "seed": 0}},
-    }
+    nodes = {"load": node("LoadImage", image=photo)}
+    image = ["load", 0]
     if size is not None:  # crop to a size the test wants (e.g. not a multiple of 8)
-        nodes["crop"] = {"class_type": "ImageCrop", "inputs": {"image": ["load", 0], "width": size, "height": size,
-                                                               "x": 0, "y": 0}}
-        nodes["meas"]["inputs"]["image"] = ["crop", 0]
+        nodes["crop"] = node("ImageCrop", image=image, width=size, height=size, x=0, y=0)
+        image = ["crop", 0]
     if batch_photo is not None:
-        nodes["load2"] = {"class_type": "LoadImage", "inputs": {"image": batch_photo}}
-        nodes["batch"] = {"class_type": "ImageBatch", "inputs": {"image1": ["load", 0], "image2": ["load2", 0]}}
-        nodes["meas"]["inputs"]["image"] = ["batch", 0]
-    return nodes
+        nodes["load2"] = node("LoadImage", image=batch_photo)
+        nodes["batch"] = node("ImageBatch", image1=["load", 0], image2=["load2", 0])
+        image = ["batch", 0]
+    return {**nodes, **sr_measurement(image)}
 
 
 def modular_prompt(tiny_models, family, photo, *, vjp="autograd", bridge="latent_surrogate", steps=2, seed=3,
@@ -81,24 +62,15 @@ def modular_prompt(tiny_models, family, photo, *, vjp="autograd", bridge="latent
     w = (15.0 if kind == "vp" else 20.0) if w is None else w
     lam = (0.0 if kind == "vp" else 0.2) if lam is None else lam
     nodes.update(measurement_nodes(photo, measurement_size, batch_photo))
+    nodes.update(text_prompts(clip))
     nodes.update({
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": clip}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
-        "guider": {"class_type": "CFGGuider", "inputs": {"model": model, "positive": ["pos", 0],
-                                                         "negative": ["neg", 0], "cfg": cfg}},
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
-        "sigmas": {"class_type": "InverseSigmas", "inputs": {"model": model, "steps": steps, "start": start}},
-        "sampler": {"class_type": sampler_class, "inputs": {
-            "measurement": ["meas", 0], "vae": vae, "w": w, "lam": lam, "vjp": vjp, "bridge_mode": bridge}},
-        "empty": {"class_type": "EmptyLatentImage" if kind == "vp" else "EmptySD3LatentImage",
-                  "inputs": {"width": latent_size, "height": latent_size, "batch_size": batch}},
-        "sample": {"class_type": "SamplerCustomAdvanced", "inputs": {
-            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
-            "latent_image": ["empty", 0]}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
-        "img": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": f"cpgdm_{family}"}},
-        "lat": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
-                                                       "filename_prefix": f"cpgdm_{family}_latent"}},
+        "guider": node("CFGGuider", model=model, positive=["pos", 0], negative=["neg", 0], cfg=cfg),
+        "sigmas": node("InverseSigmas", model=model, steps=steps, start=start),
+        "sampler": node(sampler_class, measurement=["meas", 0], vae=vae, w=w, lam=lam, vjp=vjp, bridge_mode=bridge),
+        "empty": node("EmptyLatentImage" if kind == "vp" else "EmptySD3LatentImage",
+                      width=latent_size, height=latent_size, batch_size=batch),
+        **custom_sample(["guider", 0], ["sampler", 0], ["sigmas", 0], ["empty", 0], seed),
+        **save_outputs(["sample", 0], vae, f"cpgdm_{family}", f"cpgdm_{family}_latent"),
     })
     return nodes
 
@@ -106,9 +78,8 @@ def modular_prompt(tiny_models, family, photo, *, vjp="autograd", bridge="latent
 def all_in_one_prompt(tiny_models, family, photo, *, vjp, steps, seed, cfg, w, lam, start) -> dict:
     nodes, model, clip, vae = loaders(tiny_models, family)
     nodes.update(measurement_nodes(photo))
+    nodes.update(text_prompts(clip))
     nodes.update({
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": clip}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
         "solve": {"class_type": "InverseSolveConjugate", "inputs": {
             "model": model, "vae": vae, "positive": ["pos", 0], "negative": ["neg", 0], "measurement": ["meas", 0],
             "preset": "custom", "steps": steps, "cfg": cfg, "w": w, "lam": lam, "start": start, "seed": seed,

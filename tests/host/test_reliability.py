@@ -31,7 +31,7 @@ import numpy as np
 import psutil
 import pytest
 
-from comfy_client import PromptExecutionError, PromptValidationError
+from comfyui_inverse.tests.host.comfy_client import PromptExecutionError, PromptValidationError
 
 pytestmark = pytest.mark.host
 
@@ -551,7 +551,7 @@ def test_twenty_queued_prompts_complete_without_memory_growth(server, tiny_model
 
 def test_same_seed_same_pixels_across_a_server_restart(server, tiny_models, tmp_path):
     from comfyui_inverse.runner import ComfyServer
-    from comfy_client import HostComfy
+    from comfyui_inverse.tests.host.comfy_client import HostComfy
 
     prompt = solver_graph(tiny_models, "treg", steps=2, seed=1234, prefix="determinism")
     prompt["deg"]["inputs"]["sigma_y"] = 0.05  # seeded measurement noise too

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-import tiny_models as tm
+from comfyui_inverse.tests.host import tiny_models as tm
+from comfyui_inverse.tests.host.graphs import loaders, node, save_outputs, sdxl_loaders, text_prompts
 
 pytestmark = pytest.mark.host
 
@@ -119,18 +120,11 @@ def sample_prompt(model, clip, vae, latent, positive_extra=None, cfg=2.0, prefix
     """loader nodes 1-3 (model, clip, vae given as [node, slot] refs) -> text encode -> 2 euler
     steps -> SaveLatent (node "lat") + VAEDecode -> SaveImage (node "img")."""
     prompt = {
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": clip}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": clip}},
+        **text_prompts(clip),
         "empty": latent,
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": model, "seed": 7, "steps": 2, "cfg": cfg, "sampler_name": "euler",
-            "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0],
-            "latent_image": ["empty", 0], "denoise": 1.0}},
-        "lat": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0],
-                                                       "filename_prefix": f"{prefix}_latent"}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": vae}},
-        "img": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0],
-                                                      "filename_prefix": prefix}},
+        "sample": node("KSampler", model=model, seed=7, steps=2, cfg=cfg, sampler_name="euler", scheduler="normal",
+                       positive=["pos", 0], negative=["neg", 0], latent_image=["empty", 0], denoise=1.0),
+        **save_outputs(["sample", 0], vae, prefix, f"{prefix}_latent"),
     }
     if positive_extra:
         prompt.update(positive_extra)
@@ -158,29 +152,24 @@ def test_sd15_checkpoint_samples_and_decodes(comfy, tiny_models):
     check_outputs(comfy, comfy.run(prompt), channels=4)
 
 
-def flow_prompt(tiny_models, unet, vae, prefix, **kw):
-    prompt = sample_prompt(
-        ["unet", 0], ["clip", 0], ["vae", 0],
-        {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48,
-                                                          "batch_size": 1}},
-        prefix=prefix, **kw)
-    prompt["unet"] = {"class_type": "UNETLoader",
-                      "inputs": {"unet_name": tiny_models[unet], "weight_dtype": "default"}}
-    prompt["clip"] = {"class_type": "CLIPLoader",
-                      "inputs": {"clip_name": tiny_models["clip_l"], "type": "sd3"}}
-    prompt["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models[vae]}}
+def flow_prompt(tiny_models, family, prefix, **kw):
+    """sample_prompt on the tiny "sd3" or "flux" UNet with CLIP-L (type sd3) and its TAESD."""
+    nodes, model, clip, vae = loaders(tiny_models, family)
+    prompt = sample_prompt(model, clip, vae, node("EmptySD3LatentImage", width=64, height=48, batch_size=1),
+                           prefix=prefix, **kw)
+    prompt.update(nodes)
     return prompt
 
 
 def test_sd3_flow_model_samples_with_tiny_clip_and_taesd3(comfy, tiny_models):
-    prompt = flow_prompt(tiny_models, "sd3_unet", "sd3_vae", "tiny_sd3")
+    prompt = flow_prompt(tiny_models, "sd3", "tiny_sd3")
     check_outputs(comfy, comfy.run(prompt), channels=16)
 
 
 def test_flux_model_samples_with_guidance_and_taef1(comfy, tiny_models):
     guidance = {"guided": {"class_type": "FluxGuidance",
                            "inputs": {"conditioning": ["pos", 0], "guidance": 3.5}}}
-    prompt = flow_prompt(tiny_models, "flux_unet", "flux_vae", "tiny_flux",
+    prompt = flow_prompt(tiny_models, "flux", "tiny_flux",
                          positive_extra=guidance, cfg=1.0)
     check_outputs(comfy, comfy.run(prompt, timeout=300), channels=16)
 
@@ -190,7 +179,7 @@ def test_sdxl_model_samples_with_dual_clip_and_taesdxl(comfy, tiny_models):
         ["unet", 0], ["clip", 0], ["vae", 0],
         {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
         prefix="tiny_sdxl")
-    prompt.update(tm.sdxl_loader_nodes(tiny_models))
+    prompt.update(sdxl_loaders(tiny_models))
     check_outputs(comfy, comfy.run(prompt, timeout=300), channels=4)
 
 

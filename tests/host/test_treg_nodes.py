@@ -11,8 +11,8 @@ import pytest
 from safetensors.numpy import save_file
 from skimage import data
 
-import tiny_models as tm
-from comfy_client import PromptExecutionError, PromptValidationError
+from comfyui_inverse.tests.host.comfy_client import PromptExecutionError, PromptValidationError
+from comfyui_inverse.tests.host.graphs import custom_sample, node, save_outputs, sdxl_loaders, sr_measurement, text_prompts
 
 pytestmark = pytest.mark.host
 
@@ -30,17 +30,14 @@ def photos(comfy):
 def base_graph(tiny_models, photos, clip_vision=None) -> dict:
     """Checkpoint, prompts, CLIP vision, and a ×4 super-resolution measurement of a batch of 2."""
     return {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NULL_PROMPT, "clip": ["ckpt", 1]}},
-        "cv": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": clip_vision or tiny_models["clip_vision"]}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": tiny_models["sd15_vae"]}},
-        "img0": {"class_type": "LoadImage", "inputs": {"image": photos[0]}},
-        "img1": {"class_type": "LoadImage", "inputs": {"image": photos[1]}},
-        "batch": {"class_type": "ImageBatch", "inputs": {"image1": ["img0", 0], "image2": ["img1", 0]}},
-        "op": {"class_type": "InverseSuperResolution", "inputs": {"factor": 4, "kernel": "bicubic"}},
-        "meas": {"class_type": "InverseDegradeImage",
-                 "inputs": {"image": ["batch", 0], "operator": ["op", 0], "sigma_y": 0.01, "seed": 0}},
+        "ckpt": node("CheckpointLoaderSimple", ckpt_name=tiny_models["sd15_ckpt"]),
+        **text_prompts(["ckpt", 1], negative=NULL_PROMPT),
+        "cv": node("CLIPVisionLoader", clip_name=clip_vision or tiny_models["clip_vision"]),
+        "vae": node("VAELoader", vae_name=tiny_models["sd15_vae"]),
+        "img0": node("LoadImage", image=photos[0]),
+        "img1": node("LoadImage", image=photos[1]),
+        "batch": node("ImageBatch", image1=["img0", 0], image2=["img1", 0]),
+        **sr_measurement(["batch", 0], sigma_y=0.01),
     }
 
 
@@ -60,14 +57,9 @@ def modular_graph(tiny_models, photos, seed=42, **overrides) -> dict:
         "sampler": {"class_type": "InverseSamplerTReg", "inputs": sampler_inputs},
         "sigmas": {"class_type": "BasicScheduler",
                    "inputs": {"model": ["ckpt", 0], "scheduler": "ddim_uniform", "steps": STEPS, "denoise": 1.0}},
-        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
-        "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2}},
-        "sample": {"class_type": "SamplerCustomAdvanced",
-                   "inputs": {"noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0],
-                              "sigmas": ["sigmas", 0], "latent_image": ["empty", 0]}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["vae", 0]}},
-        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "treg_modular"}},
-        "save_latent": {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "latents/treg_modular"}},
+        "empty": node("EmptyLatentImage", width=SIZE, height=SIZE, batch_size=2),
+        **custom_sample(["guider", 0], ["sampler", 0], ["sigmas", 0], ["empty", 0], seed),
+        **save_outputs(["sample", 0], ["vae", 0], "treg_modular", "latents/treg_modular", "save", "save_latent"),
     })
     return graph
 
@@ -117,7 +109,7 @@ def on_sdxl(graph: dict, tiny_models) -> dict:
             if isinstance(value, list) and tuple(value) in refs:
                 node["inputs"][key] = refs[tuple(value)]
     del graph["ckpt"]
-    graph.update(tm.sdxl_loader_nodes(tiny_models))  # its "vae" replaces the SD1.5 TAESD loader
+    graph.update(sdxl_loaders(tiny_models))  # its "vae" replaces the SD1.5 TAESD loader
     return graph
 
 
@@ -175,8 +167,7 @@ def test_flow_model_is_refused_by_name(comfy, tiny_models, photos):
 def ksampler_graph(tiny_models, patched: bool, an_steps=10, an_lr=0.05) -> dict:
     graph = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": tiny_models["sd15_ckpt"]}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo", "clip": ["ckpt", 1]}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": NULL_PROMPT, "clip": ["ckpt", 1]}},
+        **text_prompts(["ckpt", 1], negative=NULL_PROMPT),
         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
         "ks": {"class_type": "KSampler",
                "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0],

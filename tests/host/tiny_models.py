@@ -71,17 +71,6 @@ EXPECTED = {
 }
 
 
-def sdxl_loader_nodes(models: dict) -> dict:
-    """API-prompt nodes "unet", "clip", "vae" for the tiny SDXL: UNETLoader, DualCLIPLoader (CLIP-L +
-    CLIP-G, type sdxl) and VAELoader (TAESDXL). `models` is what `build_all` returned."""
-    return {
-        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": models["sdxl_unet"], "weight_dtype": "default"}},
-        "clip": {"class_type": "DualCLIPLoader", "inputs": {
-            "clip_name1": models["clip_l"], "clip_name2": models["clip_g"], "type": "sdxl"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": models["sdxl_vae"]}},
-    }
-
-
 def default_comfy_root() -> Path:
     if os.environ.get("COMFYUI_PATH"):
         return Path(os.environ["COMFYUI_PATH"])
