@@ -540,6 +540,32 @@ def train_unet(torch, args, log, stage, latents):
     return metrics
 
 
+# ----------------------------------------------------------------------------- demo checkpoint
+
+def assemble_checkpoint(torch, out_dir: Path, path: Path):
+    """A CheckpointLoaderSimple file from the committed eps UNet + VAE and a seeded RANDOM CLIP-L
+    (built at install time, never committed: the UNet ignores its conditioning). The TAESD keys
+    under first_stage_model. make comfy.sd.VAE build a TAESD, with the stored scale/shift."""
+    from safetensors.torch import load_file
+
+    import comfy.sd1_clip
+
+    sys.path.insert(0, str(REPO / "tests" / "host"))
+    import tiny_models as tm
+
+    fp16 = lambda key, value: torch.float16  # noqa: E731
+    config = build_unet(torch, False).model_config
+    as_fill = lambda t: tm._Fill(t.shape, torch.float16, data=t.reshape(-1))  # noqa: E731
+    unet_sd = {k: as_fill(v) for k, v in load_file(str(out_dir / FILES["eps"])).items()}
+    vae_sd = {k: as_fill(v) for k, v in load_file(str(out_dir / FILES["ae"])).items()}
+    text_sd = tm.random_state_dict(comfy.sd1_clip.SD1ClipModel(dtype=torch.float16), fp16)
+    sd = config.process_unet_state_dict_for_saving(unet_sd)
+    sd.update(tm._convert_lazily(config.process_clip_state_dict_for_saving, text_sd))
+    sd.update(config.process_vae_state_dict_for_saving(vae_sd))
+    tm._save(sd, path, "inverse_prior_checkpoint")
+    return path
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
@@ -555,6 +581,9 @@ def main(argv=None):
                         help="run this many steps from scratch, print s/step, save nothing")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny step counts, to check the whole pipeline (use with --state/--out)")
+    parser.add_argument("--assemble-checkpoint", type=Path, metavar="PATH",
+                        help="write a CheckpointLoaderSimple file (committed eps UNet + VAE + a "
+                             "seeded random CLIP-L) to PATH and exit")
     args = parser.parse_args(argv)
     if args.smoke:
         for stage in ("ae", "eps", "flow"):
@@ -565,6 +594,9 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.assemble_checkpoint:
+        print(assemble_checkpoint(torch, args.out, args.assemble_checkpoint))
+        return 0
     torch.use_deterministic_algorithms(True, warn_only=True)
     args.state.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
