@@ -159,6 +159,7 @@ def _check_noisy_correction(coefs, M, hy, sigma_y, w) -> None:
     if kappa * norm_m >= 0.5:
         raise UnstableNoisyCorrection(
             f"noisy C-ΠGDM (sigma_y={sigma_y:g}, w={w:g}) is unstable for this operator: the σ_y correction "
-            f"max|c3|·‖H⁺(H⁺)ᵀ‖ = {kappa:.2e}·{norm_m:.3g} = {kappa * norm_m:.3g} must be < 0.5. Lower w or "
-            "sigma_y, raise the operator's singular-value threshold, or run the noiseless sampler (sigma_y=0).",
+            f"max|c3|·‖H⁺(H⁺)ᵀ‖ = {kappa:.2e}·{norm_m:.3g} = {kappa * norm_m:.3g} must be < 0.5. Use noisy='exact' "
+            "(no such limit), lower w or sigma_y, raise the operator's singular-value threshold, or run the noiseless "
+            "sampler (sigma_y=0).",
             product=kappa * norm_m, w=w)

@@ -4,9 +4,9 @@ Diffusion (VP), noiseless: the weight schedule ω(t) = w + k/σ_t² (samplers/cp
 per task from the sweep in benchmarks/weight_sweep.py (log: benchmarks/results/weight_sweep.md) and
 checked on held-out cases (benchmarks/results/analytic_posterior.md): SR and motion blur
 w = 5, k = 2; Gaussian deblur and colorization w = 5, k = 4; inpainting w = 20, k = 4 with
-10 steps. Noisy (σ_y > 0): the exact per-mode noisy map (samplers/cpgdm_noisy.py) with its
-defaults w = 5, k = 2, λ = 0 (benchmarks/results/analytic_noisy.md). Flow:
-w = 10, B = 0.2, k = 4 (the flow analogue of the k term), 10 steps from σ0 = 0.4.
+10 steps. Noisy (σ_y > 0): the exact noisy map (noisy="exact", w = 5, k = 2, λ = 0;
+benchmarks/results/analytic_noisy.md). Flow: w = 10, B = 0.2, k = 4 (the flow analogue of the
+k term), 10 steps from σ0 = 0.4, noisy="exact".
 `start` is the noise level to start from on the method's clock (VP: VP-SDE time τ; flow:
 σ0 = 1 − st); for diffusion "auto" chooses it from the operator (samplers/start_policy.py).
 These were tuned on an analytic prior in pixel space, not on latent models: a starting point.
@@ -21,9 +21,9 @@ from .start_policy import choose_start_time
 TASKS = ("sr4", "sr8", "inpaint", "gaussian_deblur", "motion_deblur", "denoise", "colorize")
 PRESET_NAMES = ("auto",) + TASKS + ("custom",)
 
-_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
-_VP_NOISY = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 2.0, "start": 0.4, "sampler": "conjugate"}  # noisy="exact"
-_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate"}
+_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
+_VP_NOISY = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 2.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
+_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
 
 # Noiseless diffusion overrides on top of _VP (measured, see the module docstring).
 _TASK_VP = {
@@ -53,7 +53,7 @@ def detect_task(operator) -> str:
 
 
 def preset(name: str, kind: str, operator, sigma_y: float, image_shape=None) -> dict:
-    """{"steps", "w", "lam", "k", "start", "sampler", "task"} for preset `name` ("auto" picks the task).
+    """{"steps", "w", "lam", "k", "start", "sampler", "noisy", "task"} for preset `name` ("auto" picks the task).
 
     With `image_shape` (B, C, H, W) and "auto", the diffusion start time comes from the start
     policy (more noise when the measurement misses most of the image's low-pass energy).

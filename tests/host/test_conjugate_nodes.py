@@ -228,3 +228,25 @@ def test_ddnm_sampler_k_widget_and_enforce_measurement(comfy, tiny_models, photo
     sampler["inputs"]["k"] = 0.0
     _, without_k = check_restored(comfy, comfy.run(modular, timeout=300), 4)
     assert not np.allclose(with_k, without_k, atol=1e-6)
+
+
+def test_noisy_widget_old_workflows_keep_paper_and_exact_runs_where_paper_is_refused(comfy, tiny_models, photo):
+    """The issue-13 `noisy` widget: a graph without it (an old saved workflow) runs the released noisy map
+    bit for bit; noisy=exact runs a different map, also on an ill-conditioned blur that paper refuses."""
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=2.0, lam=-0.15,
+                            start=0.4)
+    prompt["meas"]["inputs"]["sigma_y"] = 0.05
+    sampler = prompt["sampler"]["inputs"]
+    _, old = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    sampler["noisy"] = "paper"
+    _, paper = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    assert np.array_equal(old, paper)
+    sampler.update({"noisy": "exact", "w": 5.0, "lam": 0.0, "k": 2.0})
+    _, exact = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    assert not np.allclose(exact, paper, atol=1e-4)
+    # Gaussian blur of 8 px keeping gains down to 0.001: the released σ_y correction diverges there
+    prompt["op"] = {"class_type": "InverseGaussianBlur",
+                    "inputs": {"sigma": 8.0, "kernel_size": 0, "threshold": 0.001, "boundary": "zero"}}
+    check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    sampler.update({"noisy": "paper", "w": 15.0, "k": 0.0})
+    expect_execution_error(comfy, prompt, "sigma_y = 0.05", "noisy = exact")

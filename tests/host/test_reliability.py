@@ -312,11 +312,11 @@ ROWS = [
     Row("photo_25x19_upscale_x3_size_advice", lambda t: photo_measurement(t, 25, 19, sr_operator(3)),
         "InverseSolveConjugate", ("Measurement From Image", "25×19", "24×16", "32×24", "×3"),
         forbidden=("72×56",), followup="conjugate"),
-    # σ_y quoted as the widget shows it (the sampler sees 0.006 on the latent grid), and preset auto
-    # named as what chose the noisy settings.
-    Row("conjugate_noisy_unstable_preset_auto",
-        lambda t: photo_measurement(t, SIZE, SIZE, ILL_CONDITIONED_BLUR, sigma_y=0.01, preset="auto"),
-        "InverseSolveConjugate", ("sigma_y = 0.01", "'auto'", "w = 2", ("sigma_y to 0",)),
+    # σ_y quoted as the widget shows it (the sampler sees 0.006 on the latent grid), and the exact noisy
+    # map offered (the presets use it, so only preset custom with noisy = paper, the default, is refused).
+    Row("conjugate_noisy_unstable_paper",
+        lambda t: photo_measurement(t, SIZE, SIZE, ILL_CONDITIONED_BLUR, sigma_y=0.01, preset="custom"),
+        "InverseSolveConjugate", ("sigma_y = 0.01", "w = 15", "noisy = exact", ("sigma_y to 0",)),
         forbidden=("0.006", "sigma_y=0.00"), followup="conjugate"),
     Row("treg_8k_request", lambda t: large_request_graph(t, "treg"), "InverseTRegSolve",
         ("measurement", "8192×8192", "GB", ("smaller", "tile"))),

@@ -199,5 +199,5 @@ def test_start_policy_and_presets():
     assert choose_start_time(Inpainting(block), shape) == 0.4
     p = preset("auto", "vp", Colorization(), 0.0, shape)
     assert p["task"] == "colorize" and p["start"] == 0.6 and p["k"] > 0
-    noisy = preset("auto", "vp", SuperResolution(4), 0.05, shape)  # the exact noisy map's defaults
-    assert (noisy["w"], noisy["k"], noisy["lam"]) == (5.0, 2.0, 0.0)
+    noisy = preset("auto", "vp", SuperResolution(4), 0.05, shape)  # noisy: the exact per-mode map
+    assert noisy["noisy"] == "exact" and (noisy["w"], noisy["k"], noisy["lam"]) == (5.0, 2.0, 0.0)
