@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .coefficients import _GL_NODES, _GL_WEIGHTS, _PANELS
-from .cpgdm_noisy import _CHUNK, mode_noise_ratio
+from .cpgdm_noisy import _CHUNK, mode_noise_ratio, per_rho
 
 
 def _int_over_d(num, u, rho):
@@ -137,7 +137,8 @@ def cpgfm_exact_noisy(run, problem, spectrum, *, w: float, lamb: float, sigma_y:
         x0, u, jtu = run.evaluate(x, s[n], cot)
         v = (x0 - x) / s[n]
         run.report(n, x, x0)
-        r, kv, ky, kj = (per_mode(a, c) for a in flow_mode_step_coefficients(t, tn, rho, w, lamb, jacobian_term, k))
+        step = per_rho(lambda rr: flow_mode_step_coefficients(t, tn, rr, w, lamb, jacobian_term, k), rho)
+        r, kv, ky, kj = (per_mode(arr, c) for arr in step)
         c = r * c + kv * spectrum.to_modes(v) + ky * hy
         if use_jac:
             c = c + kj * spectrum.to_modes((jtu - u) / s[n])

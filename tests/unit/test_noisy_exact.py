@@ -340,3 +340,18 @@ def test_flow_exact_noisy_converges_at_first_order_to_the_noisy_pigfm_ode(prior,
     errs = [float((cpgfm(den, prob, _flow_grid(n), xs, w=w, lamb=0.2, vjp=vjp) - ref).norm() / ref.norm())
             for n in (10, 20, 40)]
     assert all(1.6 < a / b < 2.5 for a, b in zip(errs, errs[1:])), errs
+
+
+def test_many_distinct_modes_use_interpolated_coefficients_within_1e_4():
+    """Above _EXACT_LIMIT distinct ρ the per-mode coefficients come from a log-ρ table (cost no longer
+    grows with the image); they must stay within 1e-4 of the exact quadrature (VP and flow)."""
+    from comfyui_inverse.samplers.cpgdm_noisy import _EXACT_LIMIT, mode_step_coefficients, per_rho
+    from comfyui_inverse.samplers.cpgfm_noisy import flow_mode_step_coefficients
+
+    rho, _ = mode_noise_ratio(MotionBlur(9, seed=1).spectral((1, 3, 128, 128)), 0.05)
+    assert rho.size > _EXACT_LIMIT
+    for fn in (lambda rr: mode_step_coefficients(0.081, 0.001, rr, 5.0, 2.0, 0.0),
+               lambda rr: mode_step_coefficients(0.4, 0.32, rr, 15.0, 0.0, -0.15),
+               lambda rr: flow_mode_step_coefficients(0.9, 0.99, rr, 10.0, 0.2, "paper", 4.0)):
+        for exact, table in zip(fn(rho), per_rho(fn, rho)):
+            assert np.max(np.abs(exact - table) / np.maximum(np.abs(exact), 1e-3)) < 1e-4
