@@ -201,3 +201,5 @@ def test_start_policy_and_presets():
     assert p["task"] == "colorize" and p["start"] == 0.6 and p["k"] > 0
     noisy = preset("auto", "vp", SuperResolution(4), 0.05, shape)  # noisy: the exact per-mode map
     assert noisy["noisy"] == "exact" and (noisy["w"], noisy["k"], noisy["lam"]) == (5.0, 2.0, 0.0)
+    flow = preset("auto", "flow", SuperResolution(4), 0.05, shape)
+    assert flow["noisy"] == "exact" and flow["k"] == 1.0 and preset("auto", "flow", SuperResolution(4), 0.0)["k"] == 4.0
