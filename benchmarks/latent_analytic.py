@@ -142,7 +142,7 @@ def run(n_samples: int = 16, sigma_y: float = 0.0, family: str = "vp", seed: int
                                 lam=0.0 if sigma_y == 0 else -0.15, sigma_y=0.0, vjp=provider, generator=gen)
                 else:
                     sig = flow_sigmas_uniform_t(10, 0.6, dtype=torch.float64)
-                    out = cpgfm(prior.denoiser("flow"), problem, sig, w=20.0, lamb=0.2, vjp=provider, generator=gen)
+                    out = cpgfm(prior.denoiser("flow"), problem, sig, w=20.0, lam=0.2, vjp=provider, generator=gen)
                 out = out.reshape(z0.shape)
                 rows.append({
                     "task": task, "rank": rank, "mode": mode, "vjp": vjp,

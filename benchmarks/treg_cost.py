@@ -136,7 +136,7 @@ def main(argv=None):
                 guider = build_treg_guider(model, positive, negative, PAPER_DEFAULTS["cfg"], clip_vision,
                                            PAPER_DEFAULTS["an_steps"] if an else 0, 1e-3, "adam")
                 sampler = make_treg_sampler(measurement, vae, dc_every, dc_until, PAPER_DEFAULTS["cg_iters"],
-                                            PAPER_DEFAULTS["cg_lambda"], dps)
+                                            PAPER_DEFAULTS["lam"], dps)
                 return guider, sampler, "ddim_uniform"
             return make
 

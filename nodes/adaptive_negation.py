@@ -101,7 +101,7 @@ class NegationPatch:
             if self.measurement is not None:
                 y = signed_measurement(self.measurement, denoised.shape, bridge.downscale, pixels.device)
                 pixels = data_consistency(pixels, self.measurement.operator, y, cg_iters=PAPER_DEFAULTS["cg_iters"],
-                                          cg_lambda=PAPER_DEFAULTS["cg_lambda"], should_stop=_interrupted)
+                                          lam=PAPER_DEFAULTS["lam"], should_stop=_interrupted)
             self.negation.update(pixels, should_stop=_interrupted)
         return denoised
 

@@ -189,7 +189,7 @@ def _run_method(kind: str, denoiser, problem, sigmas, x, w: float, lam: float, v
         released = problem.sigma_y > 0 and noisy == "paper"  # the released noisy map has the constant weight only
         schedule = "paper" if k == 0 or released else "consistent"
         return core.cpgdm(denoiser, problem, sigmas, x, w=w, lam=lam, k=0.0 if released else k, schedule=schedule, **kw)
-    return core.cpgfm(denoiser, problem, sigmas, x, w=w, lamb=lam, k=k, **kw)
+    return core.cpgfm(denoiser, problem, sigmas, x, w=w, lam=lam, k=k, **kw)
 
 
 # Diffusion models whose forward broke autograd (e.g. Flux's in-place residual adds), so later runs

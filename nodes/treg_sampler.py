@@ -31,7 +31,7 @@ def _interrupted() -> bool:
 
 
 def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, measurement, vae,
-                          dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale):
+                          dc_every, dc_until, cg_iters, lam, use_dps, dps_scale):
     """KSAMPLER body: builds decode/encode/y from the model being sampled and runs the TReg core."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -73,19 +73,19 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
         denoise, sigmas, x, measurement.operator, y, bridge.decode, bridge.encode,
         negation=getattr(guider, "treg_negation", None), generator=seed_generator(extra_args.get("seed")),
         callback=report, should_stop=_interrupted, prediction=kind,
-        dc_every=dc_every, dc_until=dc_until, cg_iters=cg_iters, cg_lambda=cg_lambda,
+        dc_every=dc_every, dc_until=dc_until, cg_iters=cg_iters, lam=lam,
         use_dps=use_dps, dps_scale=(dps_scale if dps_scale > 0 else None), dps_denoise=dps_denoise,
     )
 
 
-def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale=0.0):
-    check_finite(dc_until=dc_until, cg_lambda=cg_lambda, dps_scale=dps_scale)
+def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, lam, use_dps, dps_scale=0.0):
+    check_finite(dc_until=dc_until, cg_lambda=lam, dps_scale=dps_scale)
     if vae is None:
         raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
     check_measurement_image(measurement, 8 if not isinstance(getattr(vae, "downscale_ratio", 8), int) else vae.downscale_ratio)
     check_solver_memory(vae, measurement, with_grad=bool(use_dps))
     options = dict(measurement=measurement, vae=vae, dc_every=int(dc_every), dc_until=float(dc_until),
-                   cg_iters=int(cg_iters), cg_lambda=float(cg_lambda), use_dps=bool(use_dps), dps_scale=float(dps_scale))
+                   cg_iters=int(cg_iters), lam=float(lam), use_dps=bool(use_dps), dps_scale=float(dps_scale))
     return comfy.samplers.KSAMPLER(treg_sampler_function, extra_options=options)
 
 
@@ -105,7 +105,8 @@ def consistency_inputs() -> list:
                        tooltip="Fraction of the steps with data consistency; the last ones only denoise (paper: 170/200)."),
         io.Int.Input("cg_iters", default=PAPER_DEFAULTS["cg_iters"], min=0, max=100,
                      tooltip="Conjugate-gradient iterations per DC step; few on purpose (early stopping regularises deblurring)."),
-        io.Float.Input("cg_lambda", default=PAPER_DEFAULTS["cg_lambda"], min=0.0, max=10.0, step=1e-5, round=1e-6,
+        io.Float.Input("cg_lambda", default=PAPER_DEFAULTS["lam"], min=0.0, max=10.0, step=1e-5, round=1e-6,
+                       # widget id kept as in saved workflows; λ is `lam` in the code
                        tooltip="λ in (AᵀA + λI)x = Aᵀy + λx̂0: how strongly DC keeps the model's estimate."),
         io.Boolean.Input("use_dps", default=False,
                          tooltip="Gradient (DPS) steps on the non-DC steps, through the VAE decoder and UNet: slower, more memory; can reduce artifacts."),

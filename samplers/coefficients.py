@@ -262,11 +262,11 @@ class FlowStep:
     kj_par: float
 
 
-def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, jacobian_term: str = "paper",
+def flow_coefficients(sigmas: list[float], w: float = 20.0, lam: float = 0.2, jacobian_term: str = "paper",
                       t_integral_start: float = 0.0, k: float = 0.0) -> list[FlowStep]:
     """Per-step C-ΠGFM coefficients (spec §6) on a ComfyUI CONST σ grid, t = 1 − σ.
 
-    A_t = e^{a}[I + (e^{b} − 1)P], a = B(t − t_i), b = ∫γ, γ_t = w t(1 − t) (the paper's
+    A_t = e^{a}[I + (e^{b} − 1)P], a = B(t − t_i) with B = `lam`, b = ∫γ, γ_t = w t(1 − t) (the paper's
     weight w_t = w·r_t²·t²). `jacobian_term="released"` reproduces ConjugateV2's h·ΔK₃·g
     (spec §6.3) instead of ΔL₁g + ΔL₂Pg.
 
@@ -284,7 +284,7 @@ def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, j
     ti = t_integral_start
 
     def a(t):
-        return lamb * (np.asarray(t, dtype=np.float64) - ti)
+        return lam * (np.asarray(t, dtype=np.float64) - ti)
 
     def b_k(t):
         t = np.asarray(t, dtype=np.float64)
@@ -308,7 +308,7 @@ def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, j
     for n in range(len(sigmas) - 1):
         t, tn = 1.0 - sigmas[n], 1.0 - sigmas[n + 1]
         h = tn - t
-        dec = 1.0 + lamb * h  # Euler for B·x̄, as in the released code
+        dec = 1.0 + lam * h  # Euler for B·x̄, as in the released code
         an, abn = a(tn), a(tn) + bb(tn)
 
         def q(f):
@@ -323,7 +323,7 @@ def flow_coefficients(sigmas: list[float], w: float = 20.0, lamb: float = 0.2, j
         if k:
             r_par = dec * float(par(t))
             kv_par = q(lambda s: par(s) * (1.0 - gamma_1mt(s)))
-            ky = 1.0 - float(par(t)) - lamb * q(par)
+            ky = 1.0 - float(par(t)) - lam * q(par)
             kj_perp = q(lambda s: gamma_1mt(s) * np.exp(a(s) - an))
             kj_par = q(lambda s: gamma_1mt(s) * par(s))
         else:

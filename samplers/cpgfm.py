@@ -14,17 +14,17 @@ from .common import Run
 from .cpgdm_noisy import choose_noisy_mode
 from .cpgfm_noisy import cpgfm_exact_noisy
 
-DEFAULTS = {"w": 20.0, "lamb": 0.2, "t_start": 0.6, "steps": 10}
+DEFAULTS = {"w": 20.0, "lam": 0.2, "t_start": 0.6, "steps": 10}
 
 
-def cpgfm(denoiser, problem, sigmas, x=None, *, w: float = 20.0, lamb: float = 0.2, k: float = 0.0,
+def cpgfm(denoiser, problem, sigmas, x=None, *, w: float = 20.0, lam: float = 0.2, k: float = 0.0,
           jacobian_term: str = "paper", vjp="autograd", generator=None, callback=None,
           should_stop=None, work_dtype=None, sigma_y: float | None = None, noisy: str = "exact"):
     """Conditional conjugate ΠGFM; returns the state at sigmas[-1] (the model never sees σ = 0).
 
     k > 0 adds the flow analogue of C-ΠGDM's k/σ² weight term (coefficients.flow_coefficients):
     k·t² times the exact ΠGFM weight; on a grid ending at σ = 0 the output satisfies Hx = y.
-    k = 0 is the paper's weight, unchanged.
+    k = 0 is the paper's weight, unchanged. `lam` is the paper's scalar B of the conjugate map.
     sigma_y defaults to problem.sigma_y. noisy (σ_y > 0 only): "exact" = the per-mode noisy ΠGFM
     map in the SVD of H (cpgfm_noisy.py; falls back to "paper" with a log line when the operator
     has no spectral form), "paper" = the released sampler, which ignores σ_y.
@@ -34,9 +34,9 @@ def cpgfm(denoiser, problem, sigmas, x=None, *, w: float = 20.0, lamb: float = 0
     run = Run(denoiser, sigmas, x, "flow", problem=problem, generator=generator, vjp=vjp,
               callback=callback, should_stop=should_stop, work_dtype=work_dtype)
     if mode == "exact":
-        return cpgfm_exact_noisy(run, problem, spectrum, w=w, lamb=lamb, sigma_y=sigma_y, jacobian_term=jacobian_term,
+        return cpgfm_exact_noisy(run, problem, spectrum, w=w, lam=lam, sigma_y=sigma_y, jacobian_term=jacobian_term,
                                  k=float(k))
-    coefs = flow_coefficients(run.sigmas, w=w, lamb=lamb, jacobian_term=jacobian_term, k=float(k))
+    coefs = flow_coefficients(run.sigmas, w=w, lam=lam, jacobian_term=jacobian_term, k=float(k))
     P = problem.project
     hy = problem.pinv_y.to(run.work)
     use_jac = run.vjp.name != "none" and (w != 0.0 or k != 0.0)

@@ -73,7 +73,7 @@ def flow_gain(t: float, rho: np.ndarray) -> np.ndarray:
     return np.where(finite, np.nan_to_num(g, nan=1.0), 0.0)  # t = 1, ρ = 0: the noiseless gain 1
 
 
-def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lamb: float, jacobian_term: str = "paper",
+def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lam: float, jacobian_term: str = "paper",
                                 k: float = 0.0):
     """(r, kv, ky, kj) per ρ for the step t → tn (flow time, tn > t)."""
     rho = np.asarray(rho, dtype=np.float64)
@@ -85,8 +85,8 @@ def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lamb: float,
     wts = (half[:, None] * _GL_WEIGHTS[None, :]).reshape(-1)
     gamma = (w * s * (1.0 - s) + k * s * (s * s + (1.0 - s) ** 2) / (1.0 - s))[:, None]  # noiseless γ (with k)
     gamma_1ms = (w * s * (1.0 - s) ** 2 + k * s * (s * s + (1.0 - s) ** 2))[:, None]
-    a_s, a_n = lamb * s[:, None], lamb * tn
-    dec = 1.0 + lamb * h  # Euler for B·x̄, as in the released code
+    a_s, a_n = lam * s[:, None], lam * tn
+    dec = 1.0 + lam * h  # Euler for B·x̄, as in the released code
     for lo in range(0, rho.size, _CHUNK):
         rr = rho.reshape(-1)[lo:lo + _CHUNK]
         bn = _flow_log_range(tn, rr, w, k)
@@ -96,7 +96,7 @@ def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lamb: float,
         gi = np.stack([flow_gain(float(si), rr) for si in s])
         sl = slice(lo, lo + rr.size)
         with np.errstate(invalid="ignore"):
-            out[0].reshape(-1)[sl] = dec * np.nan_to_num(np.exp(lamb * t + _flow_log_range(t, rr, w, k) - a_n - bn), nan=0.0)
+            out[0].reshape(-1)[sl] = dec * np.nan_to_num(np.exp(lam * t + _flow_log_range(t, rr, w, k) - a_n - bn), nan=0.0)
         out[1].reshape(-1)[sl] = wts @ (e * (1.0 - gamma_1ms * gi))
         out[2].reshape(-1)[sl] = wts @ (gamma * gi * e)
         if jacobian_term == "paper":
@@ -109,7 +109,7 @@ def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lamb: float,
     return out
 
 
-def cpgfm_exact_noisy(run, problem, spectrum, *, w: float, lamb: float, sigma_y: float, jacobian_term: str = "paper",
+def cpgfm_exact_noisy(run, problem, spectrum, *, w: float, lam: float, sigma_y: float, jacobian_term: str = "paper",
                       k: float = 0.0):
     """Run the exact noisy C-ΠGFM on a prepared flow `Run` (see cpgfm()); returns the final state."""
     if jacobian_term not in ("paper", "released"):
@@ -137,7 +137,7 @@ def cpgfm_exact_noisy(run, problem, spectrum, *, w: float, lamb: float, sigma_y:
         x0, u, jtu = run.evaluate(x, s[n], cot)
         v = (x0 - x) / s[n]
         run.report(n, x, x0)
-        step = per_rho(lambda rr: flow_mode_step_coefficients(t, tn, rr, w, lamb, jacobian_term, k), rho)
+        step = per_rho(lambda rr: flow_mode_step_coefficients(t, tn, rr, w, lam, jacobian_term, k), rho)
         r, kv, ky, kj = (per_mode(arr, c) for arr in step)
         c = r * c + kv * spectrum.to_modes(v) + ky * hy
         if use_jac:

@@ -45,7 +45,7 @@ PAPER_DEFAULTS = {
     "dc_every": 3,
     "dc_until": 0.85,
     "cg_iters": 5,
-    "cg_lambda": 1e-4,
+    "lam": 1e-4,  # λ of data consistency (AᵀA + λI); the nodes' widget is still called cg_lambda
     "an_steps": 10,
     "an_lr": 8e-4,
 }
@@ -86,7 +86,7 @@ def data_consistency(
     y: torch.Tensor,
     *,
     cg_iters: int = 5,
-    cg_lambda: float = 1e-4,
+    lam: float = 1e-4,
     cg_tol: float = 1e-4,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
@@ -99,9 +99,9 @@ def data_consistency(
     x0 = x0_pixels.detach().to(dtype)
     y = y.detach().to(dtype)
     operator.check_input(tuple(x0.shape), "decoded image")
-    b = operator.adjoint(y) + cg_lambda * x0
+    b = operator.adjoint(y) + lam * x0
     return conjugate_gradient(
-        lambda v: operator.adjoint(operator.forward(v)) + cg_lambda * v,
+        lambda v: operator.adjoint(operator.forward(v)) + lam * v,
         b,
         x0,
         cg_iters,
@@ -139,7 +139,7 @@ def treg_sample(
     dc_every: int = 3,
     dc_until: float = 0.85,
     cg_iters: int = 5,
-    cg_lambda: float = 1e-4,
+    lam: float = 1e-4,
     use_dps: bool = False,
     dps_scale: float | None = None,
     dps_denoise: Callable | None = None,
@@ -165,8 +165,8 @@ def treg_sample(
     schedule = dc_schedule(n_steps, dc_every, dc_until)
     if cg_iters < 0:
         raise ValueError(f"cg_iters must be >= 0, got {cg_iters}.")
-    if cg_lambda < 0:
-        raise ValueError(f"cg_lambda must be >= 0 (Tikhonov weight), got {cg_lambda}.")
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0 (Tikhonov weight), got {lam}.")
     if not isinstance(generator, torch.Generator):
         raise ValueError("generator must be a torch.Generator (all noise is seeded from it).")
     if dps_scale is not None and dps_scale < 0:
@@ -200,7 +200,7 @@ def treg_sample(
             x0 = denoise(x, sigma * ones, null).to(x.dtype)
             eps = (x - x0) / sigma
             x_y = data_consistency(
-                decode(x0), operator, y, cg_iters=cg_iters, cg_lambda=cg_lambda, should_stop=should_stop
+                decode(x0), operator, y, cg_iters=cg_iters, lam=lam, should_stop=should_stop
             )
             check_stop()
             z_y = encode(x_y, generator).to(x.dtype)

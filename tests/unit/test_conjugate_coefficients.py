@@ -69,13 +69,13 @@ def test_flow_coefficients_closed_forms(term):
     s = sch.flow_sigmas_uniform_t(10, dtype=torch.float64).tolist()
     w = 20.0
     b = lambda t: w * (t * t / 2 - t**3 / 3)  # noqa: E731
-    for c in flow_coefficients(s, w=w, lamb=0.0, jacobian_term=term):
+    for c in flow_coefficients(s, w=w, lam=0.0, jacobian_term=term):
         # B = 0: K₄ = e^{b} − 1 (spec §6.2), normalized by e^{b(t_{k+1})}
         assert c.ky == pytest.approx((np.exp(b(c.t_next)) - np.exp(b(c.t))) / np.exp(b(c.t_next)), rel=1e-12)
         assert c.kv_perp == pytest.approx(c.t_next - c.t, rel=1e-12)
         assert c.r_par == pytest.approx(np.exp(b(c.t) - b(c.t_next)), rel=1e-12)
-    paper = flow_coefficients(s, w=w, lamb=0.2, jacobian_term="paper")
-    released = flow_coefficients(s, w=w, lamb=0.2, jacobian_term="released")
+    paper = flow_coefficients(s, w=w, lam=0.2, jacobian_term="paper")
+    released = flow_coefficients(s, w=w, lam=0.2, jacobian_term="released")
     h = s[0] - s[1]
     for p, r in zip(paper, released):
         # the released Jacobian term is ≈ h times the range-space one (spec §6.3)

@@ -213,10 +213,10 @@ def test_cpgfm_paper_converges_to_full_ode_and_released_to_jacobian_free(prior, 
     free = _cpgfm_ode_reference(prior, prob, xs, w, jacobian=False)
     den, vjp = prior.denoiser("flow"), prior.vjp_provider("flow")
     rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
-    errs = [rel(cpgfm(den, prob, _flow_grid(n), xs, w=w, lamb=0.2, vjp=vjp), full) for n in (10, 20, 40)]
+    errs = [rel(cpgfm(den, prob, _flow_grid(n), xs, w=w, lam=0.2, vjp=vjp), full) for n in (10, 20, 40)]
     assert all(1.6 < a / b < 2.5 for a, b in zip(errs, errs[1:])), errs
     sig = _flow_grid(80)
-    released = cpgfm(den, prob, sig, xs, w=w, lamb=0.2, jacobian_term="released", vjp=vjp)
+    released = cpgfm(den, prob, sig, xs, w=w, lam=0.2, jacobian_term="released", vjp=vjp)
     assert rel(released, free) < 0.5 * rel(released, full)
     assert rel(full, free) > 0.01  # the two ODEs differ, so the test can tell them apart
 

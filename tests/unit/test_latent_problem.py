@@ -108,7 +108,7 @@ def test_modes_coincide_without_jacobian_and_differ_with_it():
     exact = prior.vjp_provider("vp")
     assert not torch.allclose(run(sur, exact), run(bri, exact), atol=1e-6)
     fsig = flow_sigmas_uniform_t(4, 0.6, dtype=torch.float64)
-    frun = lambda p: cpgfm(prior.denoiser("flow"), p, fsig, w=20.0, lamb=0.2, vjp="none",  # noqa: E731
+    frun = lambda p: cpgfm(prior.denoiser("flow"), p, fsig, w=20.0, lam=0.2, vjp="none",  # noqa: E731
                            generator=torch.Generator().manual_seed(0))
     assert torch.equal(frun(sur), frun(bri))
 

@@ -279,7 +279,7 @@ def test_flow_sigma_y_zero_reproduces_the_noiseless_scheme(prior, truth, name, j
     xs = measurement_start(prob, float(sig[0]), "flow", noise=_noise(4))
     ref = cpgfm(den, prob, sig, xs, vjp=vjp, jacobian_term=jacobian_term, k=k)
     run = Run(den, sig, xs, "flow", problem=prob, vjp=vjp)
-    out = cpgfm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=20.0, lamb=0.2, sigma_y=0.0,
+    out = cpgfm_exact_noisy(run, prob, prob.operator.spectral(tuple(xs.shape)), w=20.0, lam=0.2, sigma_y=0.0,
                             jacobian_term=jacobian_term, k=k)
     assert float((out - ref).norm() / ref.norm()) < 1e-10
 
@@ -304,7 +304,7 @@ def test_flow_exact_map_solves_the_noisy_pigfm_ode(name, k):
     sig = _flow_grid(3)
     xs = measurement_start(prob, float(sig[0]), "flow", noise=torch.randn(shape, generator=g, dtype=torch.float64))
     den = lambda x, s: x + s.reshape(-1, 1, 1, 1).to(x.dtype) * v.to(x.dtype)  # noqa: E731
-    out = cpgfm(den, prob, sig, xs, w=w, lamb=0.0, k=k, vjp="none")
+    out = cpgfm(den, prob, sig, xs, w=w, lam=0.0, k=k, vjp="none")
     h = dense_matrix(op, shape[1:])
     hy = prob.pinv_y.reshape(-1)
     vv = v.reshape(-1)
@@ -337,7 +337,7 @@ def test_flow_exact_noisy_converges_at_first_order_to_the_noisy_pigfm_ode(prior,
     sol = solve_ivp(rhs, (0.6, FLOW_T_END), xs.reshape(-1).numpy(), method="DOP853", rtol=1e-9, atol=1e-11)
     ref = torch.from_numpy(sol.y[:, -1]).reshape(shape)
     den, vjp = prior.denoiser("flow"), prior.vjp_provider("flow")
-    errs = [float((cpgfm(den, prob, _flow_grid(n), xs, w=w, lamb=0.2, vjp=vjp) - ref).norm() / ref.norm())
+    errs = [float((cpgfm(den, prob, _flow_grid(n), xs, w=w, lam=0.2, vjp=vjp) - ref).norm() / ref.norm())
             for n in (10, 20, 40)]
     assert all(1.6 < a / b < 2.5 for a, b in zip(errs, errs[1:])), errs
 

@@ -184,7 +184,7 @@ def test_dc_reduces_measurement_residual_on_linear_decoder_toy():
     def residual(z):
         return float((op.forward(toy.decode(z)) - y).norm())
 
-    x_y = data_consistency(toy.decode(z0), op, y, cg_iters=5, cg_lambda=1e-4)
+    x_y = data_consistency(toy.decode(z0), op, y, cg_iters=5, lam=1e-4)
     z_y = toy.encode(x_y, g)
     # SR×2 bicubic: AᵀA has condition ~4 on its range, 5 CG steps nearly solve A x = y.
     assert residual(z_y) < 1e-3 * residual(z0)
@@ -200,10 +200,10 @@ def test_dc_converges_to_tikhonov_solution_and_keeps_the_null_space():
     # Closed form of (AᵀA+λI)x = Aᵀy + λx̂0: x̂0 + Aᵀ(AAᵀ+λI)⁻¹(y − A x̂0).
     r = y[0] - M @ x0.flatten()
     exact = x0.flatten() + M.T @ torch.linalg.solve(M @ M.T + lam * torch.eye(20, dtype=torch.float64), r)
-    solved = data_consistency(x0, op, y, cg_iters=200, cg_lambda=lam, cg_tol=0.0)
+    solved = data_consistency(x0, op, y, cg_iters=200, lam=lam, cg_tol=0.0)
     assert torch.allclose(solved.flatten(), exact, atol=1e-8)
     # With the paper's 5 iterations only range(Aᵀ) moves: the null-space part of x̂0 is kept.
-    five = data_consistency(x0, op, y, cg_iters=5, cg_lambda=lam)
+    five = data_consistency(x0, op, y, cg_iters=5, lam=lam)
     null_proj = torch.eye(N, dtype=torch.float64) - torch.linalg.pinv(M) @ M
     assert torch.allclose(null_proj @ (five - x0).flatten(), torch.zeros(N, dtype=torch.float64), atol=1e-9)
     assert float((M @ five.flatten() - y[0]).norm()) < float(r.norm())
