@@ -105,9 +105,9 @@ OPERATORS = {
     "Motion blur 9 px (FFT)": lambda n: ops.MotionBlur(9.0, 30.0),
     "Denoise": lambda n: ops.Denoise(),
     "Colorization": lambda n: ops.Colorization(),
-    "Blur σ2 (SVD) then SR ×4": lambda n: ops.Compose(ops.SuperResolution(4), ops.GaussianBlur(2.0, mode="svd")),
-    "Blur σ2 (FFT) then SR ×4 box": lambda n: ops.Compose(ops.SuperResolution(4, kernel="box"),
-                                                          ops.GaussianBlur(2.0, mode="fft")),
+    "Blur σ2 (SVD) then SR ×4": lambda n: ops.Compose(ops.GaussianBlur(2.0, mode="svd"), ops.SuperResolution(4)),
+    "Blur σ2 (FFT) then SR ×4 box": lambda n: ops.Compose(ops.GaussianBlur(2.0, mode="fft"),
+                                                          ops.SuperResolution(4, kernel="box")),
 }
 
 

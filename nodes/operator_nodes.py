@@ -174,7 +174,7 @@ class ComposeOperators(io.ComfyNode):
 
     @classmethod
     def execute(cls, first, second) -> io.NodeOutput:
-        return io.NodeOutput(ops.Compose(second, first))
+        return io.NodeOutput(ops.Compose(first, second))
 
 
 def _check_sigma_y(sigma_y: float) -> None:

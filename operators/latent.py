@@ -66,12 +66,12 @@ def to_latent_grid(op: LinearOperator, downscale: int = 8) -> LinearOperator:
         small = F.avg_pool2d(k, kernel_size=d)[0, 0]
         return ConvolutionFFT(small, threshold=op.threshold)
     if isinstance(op, Compose):
-        outer, inner = to_latent_grid(op.outer, d), to_latent_grid(op.inner, d)
-        if isinstance(inner, Denoise):
-            return outer
-        if isinstance(outer, Denoise):
-            return inner
-        return Compose(outer, inner, allow_inexact_pinv=op.allow_inexact_pinv)
+        first, second = to_latent_grid(op.first, d), to_latent_grid(op.second, d)
+        if isinstance(first, Denoise):
+            return second
+        if isinstance(second, Denoise):
+            return first
+        return Compose(first, second, allow_inexact_pinv=op.allow_inexact_pinv)
     if isinstance(op, Colorization):
         raise ValueError(
             "colorization has no latent-grid analogue (the VAE mixes colour channels nonlinearly): "

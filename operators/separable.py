@@ -134,36 +134,36 @@ class SeparableMatrixOperator(LinearOperator):
 
 
 class FusedSeparable(SeparableMatrixOperator):
-    """outer∘inner for two separable operators: 1-D matrices multiplied, SVD recomputed.
+    """`first`, then `second`, for two separable operators: 1-D matrices multiplied, SVD recomputed.
 
     The product is truncated again at the larger of the parts' thresholds: directions
     that survive each part can still combine into a much weaker one, which would make
     H⁺ needlessly ill-conditioned (and float32 identities loose).
     """
 
-    def __init__(self, outer: LinearOperator, inner: LinearOperator, check_input, check_measurement):
+    def __init__(self, first: LinearOperator, second: LinearOperator, check_input, check_measurement):
         super().__init__()
-        self.outer, self.inner = outer, inner
+        self.first, self.second = first, second
         self._check_in, self._check_meas = check_input, check_measurement
-        self.name = f"{outer.name}∘{inner.name}"
-        self.threshold = max(getattr(outer, "threshold", 0.0), getattr(inner, "threshold", 0.0))
+        self.name = f"{second.name}∘{first.name}"
+        self.threshold = max(getattr(second, "threshold", 0.0), getattr(first, "threshold", 0.0))
 
-    def _inner_out(self, n, axis):
-        return self.inner.output_shape((1, 1, n, n))[2 + axis]
+    def _first_out(self, n, axis):
+        return self.first.output_shape((1, 1, n, n))[2 + axis]
 
     def _raw_axis_matrix(self, n, axis):
-        m = self._inner_out(n, axis)
-        a_in = self.inner.axis_matrix(n, axis)
-        a_out = self.outer.axis_matrix(m, axis)
-        return a_out @ a_in
+        m = self._first_out(n, axis)
+        a_first = self.first.axis_matrix(n, axis)
+        a_second = self.second.axis_matrix(m, axis)
+        return a_second @ a_first
 
     def _axis_out(self, n, axis):
-        m = self._inner_out(n, axis)
-        return self.outer.output_shape((1, 1, m, m))[2 + axis]
+        m = self._first_out(n, axis)
+        return self.second.output_shape((1, 1, m, m))[2 + axis]
 
     def _axis_in(self, m, axis):
-        k = self.outer.input_shape((1, 1, m, m))[2 + axis]
-        return self.inner.input_shape((1, 1, k, k))[2 + axis]
+        k = self.second.input_shape((1, 1, m, m))[2 + axis]
+        return self.first.input_shape((1, 1, k, k))[2 + axis]
 
     def check_input(self, shape, what="image"):
         self._check_in(shape, what)

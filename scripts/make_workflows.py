@@ -718,7 +718,7 @@ def make_thumbnail(name: str, inputs: dict) -> None:
     elif key == "08":
         operator = ops.Denoise()
     else:
-        operator = ops.Compose(ops.SuperResolution(2), ops.GaussianBlur(1.5))
+        operator = ops.Compose(ops.GaussianBlur(1.5), ops.SuperResolution(2))
     sigma = 0.1 if key == "08" else 0.0
     y = operator.measure(x, sigma_y=sigma, generator=gen)
     if key == "07":

@@ -73,25 +73,25 @@ CASES = {
                              [(2, 3, 17, 23), (1, 1, 16, 20)], BLUR_T**-2),
     "denoise": (lambda s: Denoise(), [(2, 3, 17, 23), (1, 1, 8, 8), (1, 4, 16, 20)], 1.0),
     "colorization": (lambda s: Colorization(channels=s[1]), [(2, 3, 17, 23), (1, 4, 16, 20)], 1.0),
-    "compose_sr_gauss_svd": (lambda s: Compose(SuperResolution(4, "bicubic"), GaussianBlur(1.5)),
+    "compose_sr_gauss_svd": (lambda s: Compose(GaussianBlur(1.5), SuperResolution(4, "bicubic")),
                              [(2, 3, 24, 36), (1, 1, 16, 20)], BLUR_T**-2),
-    "compose_motion_gauss_fft": (lambda s: Compose(MotionBlur(5), GaussianBlur(1.0, mode="fft")),
+    "compose_motion_gauss_fft": (lambda s: Compose(GaussianBlur(1.0, mode="fft"), MotionBlur(5)),
                                  [(2, 3, 17, 23), (1, 4, 16, 20)], BLUR_T**-2),
-    "compose_box_sr_motion_fft": (lambda s: Compose(SuperResolution(2), MotionBlur(5, angle=30)),
+    "compose_box_sr_motion_fft": (lambda s: Compose(MotionBlur(5, angle=30), SuperResolution(2)),
                                   [(2, 3, 18, 22), (1, 4, 16, 20)], 1 / BLUR_T),
-    "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
+    "compose_box_sr_gauss_fft": (lambda s: Compose(GaussianBlur(1.0, mode="fft"), SuperResolution(4)),
                                  [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
-    "compose_nested_separable": (lambda s: Compose(SuperResolution(2, "bicubic"), Compose(GaussianBlur(1.0), GaussianBlur(0.7))),
+    "compose_nested_separable": (lambda s: Compose(Compose(GaussianBlur(0.7), GaussianBlur(1.0)), SuperResolution(2, "bicubic")),
                                  [(2, 3, 18, 22)], BLUR_T**-2),
-    "compose_nested_fft_downsample": (lambda s: Compose(SuperResolution(2), Compose(MotionBlur(3), GaussianBlur(0.8, mode="fft"))),
+    "compose_nested_fft_downsample": (lambda s: Compose(Compose(GaussianBlur(0.8, mode="fft"), MotionBlur(3)), SuperResolution(2)),
                                       [(2, 3, 18, 22)], BLUR_T**-2),
-    "compose_sr_colorization": (lambda s: Compose(SuperResolution(2), Colorization(channels=s[1])),
+    "compose_sr_colorization": (lambda s: Compose(Colorization(channels=s[1]), SuperResolution(2)),
                                 [(2, 3, 24, 36), (1, 4, 16, 20)], 1.0),
-    "compose_mask_after_sr": (lambda s: Compose(Inpainting(mask_for((s[-2] // 2, s[-1] // 2))), SuperResolution(2)),
+    "compose_mask_after_sr": (lambda s: Compose(SuperResolution(2), Inpainting(mask_for((s[-2] // 2, s[-1] // 2)))),
                               [(2, 3, 24, 36), (1, 1, 16, 20)], 1.0),
-    "compose_two_masks": (lambda s: Compose(Inpainting(mask_for(s, seed=1)), Inpainting(mask_for(s, seed=2))),
+    "compose_two_masks": (lambda s: Compose(Inpainting(mask_for(s, seed=2)), Inpainting(mask_for(s, seed=1))),
                           [(2, 3, 17, 23)], 1.0),
-    "compose_blur_after_denoise": (lambda s: Compose(GaussianBlur(1.0), Denoise()), [(1, 3, 17, 23)], BLUR_T**-2),
+    "compose_blur_after_denoise": (lambda s: Compose(Denoise(), GaussianBlur(1.0)), [(1, 3, 17, 23)], BLUR_T**-2),
 }
 
 PARAMS = [
@@ -216,9 +216,9 @@ SMALL = {  # tiny shapes for dense-matrix checks (d ≤ 300)
     "gauss_fft": (1, 1, 13, 15), "motion_line": (1, 1, 12, 13), "motion_random": (1, 1, 13, 14),
     "conv_user_kernel": (1, 2, 7, 9), "denoise": (1, 3, 5, 7), "colorization": (1, 3, 6, 7),
     "compose_sr_gauss_svd": (1, 1, 12, 16), "compose_motion_gauss_fft": (1, 1, 12, 13),
-    "compose_box_sr_motion_fft": (lambda s: Compose(SuperResolution(2), MotionBlur(5, angle=30)),
+    "compose_box_sr_motion_fft": (lambda s: Compose(MotionBlur(5, angle=30), SuperResolution(2)),
                                   [(2, 3, 18, 22), (1, 4, 16, 20)], 1 / BLUR_T),
-    "compose_box_sr_gauss_fft": (lambda s: Compose(SuperResolution(4), GaussianBlur(1.0, mode="fft")),
+    "compose_box_sr_gauss_fft": (lambda s: Compose(GaussianBlur(1.0, mode="fft"), SuperResolution(4)),
                                  [(2, 1, 12, 20), (1, 3, 24, 36)], 1 / BLUR_T),
     "compose_sr_colorization": (1, 3, 6, 8), "compose_box_sr_motion_fft": (1, 2, 10, 14),
     "compose_box_sr_gauss_fft": (1, 1, 12, 16), "separable_asymmetric": (1, 2, 7, 9),
@@ -387,32 +387,32 @@ def test_colorization_values():
 
 def test_compose_fusions_equal_the_chain():
     x = torch.randn(2, 3, 24, 32, dtype=torch.float64)
-    fft = Compose(MotionBlur(5, angle=20), GaussianBlur(1.0, mode="fft"))
+    fft = Compose(GaussianBlur(1.0, mode="fft"), MotionBlur(5, angle=20))
     assert fft.method == "fused-fft"
-    assert torch.allclose(fft.forward(x), fft.outer.forward(fft.inner.forward(x)), atol=1e-12)
-    sep = Compose(SuperResolution(4, "bicubic"), GaussianBlur(1.5))
+    assert torch.allclose(fft.forward(x), fft.second.forward(fft.first.forward(x)), atol=1e-12)
+    sep = Compose(GaussianBlur(1.5), SuperResolution(4, "bicubic"))
     assert sep.method == "fused-separable"  # no product direction below the threshold here:
-    assert torch.allclose(sep.forward(x), sep.outer.forward(sep.inner.forward(x)), atol=1e-12)
-    strong = Compose(SuperResolution(2), GaussianBlur(4.0))  # re-truncation drops weak product directions
-    chain = strong.outer.forward(strong.inner.forward(x))
+    assert torch.allclose(sep.forward(x), sep.second.forward(sep.first.forward(x)), atol=1e-12)
+    strong = Compose(GaussianBlur(4.0), SuperResolution(2))  # re-truncation drops weak product directions
+    chain = strong.second.forward(strong.first.forward(x))
     assert 0 < (strong.forward(x) - chain).norm() <= 2 * BLUR_T * x.norm()
-    down = Compose(SuperResolution(2), MotionBlur(5, angle=20))
+    down = Compose(MotionBlur(5, angle=20), SuperResolution(2))
     assert down.method == "fused-fft-downsample"
-    chain = down.outer.forward(down.inner.forward(x))  # low-res components with gain < 0.03 dropped:
+    chain = down.second.forward(down.first.forward(x))  # low-res components with gain < 0.03 dropped:
     assert 0 < (down.forward(x) - chain).norm() <= BLUR_T * x.norm()
-    exact = Compose(SuperResolution(4), MotionBlur(5, angle=20, threshold=0.0))
-    assert torch.allclose(exact.forward(x), exact.outer.forward(exact.inner.forward(x)), atol=1e-12)
-    masks = Compose(Inpainting(mask_for(x.shape, seed=1)), Inpainting(mask_for(x.shape, seed=2)))
-    assert torch.equal(masks.forward(x), masks.outer.forward(masks.inner.forward(x)))
-    chain_op = Compose(Inpainting(mask_for((12, 16))), SuperResolution(2))
+    exact = Compose(MotionBlur(5, angle=20, threshold=0.0), SuperResolution(4))
+    assert torch.allclose(exact.forward(x), exact.second.forward(exact.first.forward(x)), atol=1e-12)
+    masks = Compose(Inpainting(mask_for(x.shape, seed=2)), Inpainting(mask_for(x.shape, seed=1)))
+    assert torch.equal(masks.forward(x), masks.second.forward(masks.first.forward(x)))
+    chain_op = Compose(SuperResolution(2), Inpainting(mask_for((12, 16))))
     assert chain_op.method == "chain" and chain_op.pinv_exact
-    assert Compose(Denoise(), SuperResolution(2)).method == "identity"
+    assert Compose(SuperResolution(2), Denoise()).method == "identity"
     assert CASES["compose_nested_separable"][0](None).method == "fused-separable"
     assert CASES["compose_nested_fft_downsample"][0](None).method == "fused-fft-downsample"
 
 
 def test_compose_without_exact_pinv_is_honest():
-    op = Compose(SuperResolution(2), Inpainting(mask_for((8, 12))))
+    op = Compose(Inpainting(mask_for((8, 12))), SuperResolution(2))
     assert not op.pinv_exact
     x = torch.randn(1, 3, 8, 12, dtype=torch.float64)
     y = torch.randn(1, 3, 4, 6, dtype=torch.float64)
@@ -420,7 +420,7 @@ def test_compose_without_exact_pinv_is_honest():
     for call in (lambda: op.pinv(y), lambda: op.project(x), lambda: op.pinv_adjoint(x)):
         with pytest.raises(ValueError, match="no exact pseudo-inverse.*allow_inexact_pinv=True"):
             call()
-    approx = Compose(SuperResolution(2), Inpainting(mask_for((8, 12))), allow_inexact_pinv=True)
+    approx = Compose(Inpainting(mask_for((8, 12))), SuperResolution(2), allow_inexact_pinv=True)
     assert approx.pinv(y).shape == x.shape
     # and it is indeed not the Moore–Penrose inverse: H⁺ H H⁺ ≠ H⁺
     hp = approx.pinv(y)
@@ -437,7 +437,7 @@ def test_half_precision_inputs_are_computed_in_float32():
 
 def test_describe_repr_and_to():
     ops = [SuperResolution(4, "bicubic"), Inpainting(torch.zeros(4, 4)), GaussianBlur(2.0), MotionBlur(5, seed=1),
-           ConvolutionFFT(user_kernel()), Denoise(), Colorization(), Compose(SuperResolution(2), GaussianBlur(1.0))]
+           ConvolutionFFT(user_kernel()), Denoise(), Colorization(), Compose(GaussianBlur(1.0), SuperResolution(2))]
     for op in ops:
         assert isinstance(op, LinearOperator)
         assert repr(op) == op.describe() and type(op).__name__ in op.describe()
@@ -493,13 +493,13 @@ def test_sr_divisibility_message():
         (lambda: Colorization().forward(torch.zeros(1, 4, 8, 8)), r"image has 4 channels .* Colorization\(channels=4\)"),
         (lambda: Colorization().pinv(torch.zeros(1, 3, 8, 8)), r"measurement for colorization must have 1 channel"),
         (lambda: Colorization(channels=1), r"at least 2 image channels.*use Denoise"),
-        (lambda: Compose(SuperResolution(4), GaussianBlur(1.0)).forward(torch.zeros(1, 3, 18, 20)), r"image after GaussianBlur.* is 18×20 .* factor 4"),
-        (lambda: Compose(SuperResolution(4), Colorization()).forward(torch.zeros(1, 3, 16, 18)),
+        (lambda: Compose(GaussianBlur(1.0), SuperResolution(4)).forward(torch.zeros(1, 3, 18, 20)), r"image after GaussianBlur.* is 18×20 .* factor 4"),
+        (lambda: Compose(Colorization(), SuperResolution(4)).forward(torch.zeros(1, 3, 16, 18)),
          r"image after Colorization\(channels=3\) is 16×18 .* factor 4"),
-        (lambda: Compose(Inpainting(torch.zeros(4, 4)), SuperResolution(2)).pinv(torch.zeros(1, 3, 5, 4)),
+        (lambda: Compose(SuperResolution(2), Inpainting(torch.zeros(4, 4))).pinv(torch.zeros(1, 3, 5, 4)),
          r"measurement is 5×4 but the inpainting mask is 4×4"),
-        (lambda: Compose(Inpainting(torch.zeros(4, 4)), Inpainting(torch.zeros(5, 4))), r"cannot compose inpainting masks"),
-        (lambda: Compose(SuperResolution(2), "blur"), r"Compose inner must be a LinearOperator"),
+        (lambda: Compose(Inpainting(torch.zeros(5, 4)), Inpainting(torch.zeros(4, 4))), r"cannot compose inpainting masks"),
+        (lambda: Compose("blur", SuperResolution(2)), r"Compose first must be a LinearOperator"),
     ],
 )
 def test_bad_input_raises_clear_value_error(call, pattern):
@@ -569,9 +569,9 @@ def test_latent_grid_analogues():
         to_latent_grid(Colorization())
     with pytest.raises(ValueError, match=r"downscale must be a positive integer"):
         to_latent_grid(Denoise(), downscale=0)
-    comp = to_latent_grid(Compose(SuperResolution(16), GaussianBlur(8.0)))
+    comp = to_latent_grid(Compose(GaussianBlur(8.0), SuperResolution(16)))
     assert isinstance(comp, Compose) and comp.output_shape(lat_shape) == (1, 4, 16, 12)
-    assert isinstance(to_latent_grid(Compose(SuperResolution(4), GaussianBlur(8.0))), GaussianBlur)
+    assert isinstance(to_latent_grid(Compose(GaussianBlur(8.0), SuperResolution(4))), GaussianBlur)
     # the analogues are operators with exact projectors too
     z = torch.randn(lat_shape, dtype=torch.float64)
     for op in (sr16, blur, motion, comp, to_latent_grid(Inpainting(mask_for((256, 192))))):
@@ -633,6 +633,6 @@ def test_latent_grid_analogues_have_spectral_forms():
     lat_shape = (1, 4, 32, 24)
     pixel_ops = [Inpainting(mask_for((256, 192))), SuperResolution(16, "bicubic"), SuperResolution(4), Denoise(),
                  GaussianBlur(16.0), GaussianBlur(16.0, mode="fft"), MotionBlur(30, angle=10),
-                 Compose(SuperResolution(16), GaussianBlur(8.0)), Compose(GaussianBlur(8.0, mode="fft"), MotionBlur(20))]
+                 Compose(GaussianBlur(8.0), SuperResolution(16)), Compose(MotionBlur(20), GaussianBlur(8.0, mode="fft"))]
     for op in pixel_ops:
         assert to_latent_grid(op).spectral(lat_shape) is not None, op.describe()
