@@ -6,7 +6,7 @@ reach the server (the server itself runs with the ComfyUI venv's Python).
 
 from .client import ComfyClient, ComfyError, PromptValidationError, PromptExecutionError
 from .comfy_root import find_comfy_root, ComfyNotFoundError
-from .convert import ui_to_api, is_ui_workflow, WorkflowConversionError
+from .workflow_api import ui_to_api, is_ui_workflow, WorkflowConversionError
 from .server import ComfyServer, prepare_base_dir
 
 __all__ = [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .client import ComfyClient, ComfyError, PromptExecutionError, print_progress
 from .comfy_root import ComfyNotFoundError
-from .convert import WorkflowConversionError, is_api_prompt, is_ui_workflow, schema_inputs, ui_to_api
+from .workflow_api import WorkflowConversionError, is_api_prompt, is_ui_workflow, schema_inputs, ui_to_api
 from .server import ComfyServer
 
 USAGE_NOTES = """

@@ -5,7 +5,7 @@ JPEG thumbnails next to the UI files, and the sample inputs in workflows/inputs/
 
 The widget order and the socket types come from a live server's /object_info (one is started
 from the configured ComfyUI tree unless --server is given), so the files match what the stock
-frontend saves and loads; the API twins are made by runner/convert.py's ui_to_api.
+frontend saves and loads; the API twins are made by runner/workflow_api.py's ui_to_api.
 Re-runnable: the output depends only on the definitions below and the server's node schemas.
 """
 
@@ -751,7 +751,7 @@ def object_info_from(server_url: str | None):
 
 
 def main(argv=None) -> int:
-    from comfyui_inverse.runner.convert import ui_to_api
+    from comfyui_inverse.runner.workflow_api import ui_to_api
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", help="URL of a running ComfyUI with this pack (else one is started)")

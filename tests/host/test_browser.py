@@ -1,6 +1,6 @@
 """Real-browser check: the stock ComfyUI frontend, served by a real server, in headless Chromium
 (Debian's package, driven by Playwright) loads every UI workflow of the pack without missing
-nodes or errors; its own "Export (API)" (app.graphToPrompt) agrees with runner/convert.py; and
+nodes or errors; its own "Export (API)" (app.graphToPrompt) agrees with runner/workflow_api.py; and
 the pack's workflows/ folder shows up in the template browser. Screenshots of the loaded graphs
 go to test-artifacts/browser/ (not committed)."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_inverse.runner.convert import is_ui_workflow, schema_inputs, ui_to_api
+from comfyui_inverse.runner.workflow_api import is_ui_workflow, schema_inputs, ui_to_api
 from comfyui_inverse.runner.server import pack_link
 
 pytestmark = pytest.mark.host
@@ -208,7 +208,7 @@ def test_frontend_loads_workflow_without_errors(page, object_info, workflow_path
     ours = ui_to_api(workflow, object_info)
     assert _without_meta_and_ui_only_inputs(ours, object_info) == \
         _without_meta_and_ui_only_inputs(loaded["prompt"], object_info), \
-        f"{name}: runner/convert.py disagrees with the frontend's Export (API)"
+        f"{name}: runner/workflow_api.py disagrees with the frontend's Export (API)"
 
 
 def test_stock_fixture_converts_as_the_frontend_does(page, object_info):

@@ -1,6 +1,6 @@
 """Every example workflow in workflows/ runs through the real ComfyUI server.
 
-The UI file is converted with runner/convert.py against the server's /object_info, the model
+The UI file is converted with runner/workflow_api.py against the server's /object_info, the model
 files it names are replaced by the tiny random-weight models (tiny_models.py, plus a tiny LoRA
 made here), the sample photo is uploaded under the workflow's own file name but small (64×64,
 the low-resolution one 16×16), and the few size/step widgets that must follow are overridden;
@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import save_file
 
-from comfyui_inverse.runner.convert import VIRTUAL_NODE_TYPES, is_ui_workflow, ui_to_api
+from comfyui_inverse.runner.workflow_api import VIRTUAL_NODE_TYPES, is_ui_workflow, ui_to_api
 
 pytestmark = pytest.mark.host
 

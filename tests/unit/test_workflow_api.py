@@ -1,4 +1,4 @@
-"""UI-format workflow -> API prompt conversion (runner/convert.py), against a hand-made
+"""UI-format workflow -> API prompt conversion (runner/workflow_api.py), against a hand-made
 /object_info, plus the CLI's pure prompt-editing helpers."""
 
 import copy
@@ -6,7 +6,7 @@ import copy
 import pytest
 
 from comfyui_inverse.runner.cli import CliError, apply_ckpt, apply_set, find_nodes, parse_value
-from comfyui_inverse.runner.convert import (
+from comfyui_inverse.runner.workflow_api import (
     WorkflowConversionError,
     is_api_prompt,
     is_ui_workflow,
