@@ -77,8 +77,8 @@ def run_case(case, z, full: bool):
                                                noisy="paper"))
         if full:
             put("ΠGDM (w=3)", nfe, lambda: pigdm(den, case.problem, paper_sig, paper_xs, w=3.0, vjp=vjp))
-        put("oracle (same start)", nfe, lambda: ddim(oracle, sig, xs))
-        put("oracle (exact start)", nfe, lambda: ddim(oracle, sig, case.post_samples + s0 * z))
+        put("oracle (same start)", nfe, lambda: ddim(oracle, None, sig, xs))
+        put("oracle (exact start)", nfe, lambda: ddim(oracle, None, sig, case.post_samples + s0 * z))
     return p, rows
 
 

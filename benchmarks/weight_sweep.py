@@ -25,9 +25,9 @@ for case in ac.cases(N, 0.0, which):
         s0 = float(sig[0])
         xs = measurement_start(case.problem, s0, "vp", noise=z)
         xe = case.post_samples + s0 * z
-        orc = ddim(post.denoiser("vp"), sig, xs)
-        orce = ddim(post.denoiser("vp"), sig, xe)
-        dd = ddim(den, sig, xs, problem=case.problem)
+        orc = ddim(post.denoiser("vp"), None, sig, xs)
+        orce = ddim(post.denoiser("vp"), None, sig, xe)
+        dd = ddim(den, case.problem, sig, xs)
         line.append(f"  NFE{nfe}: oracle {case.error(orc):.3f} oracle-exact {case.error(orce):.3f} ddnm {case.error(dd):.3f}/{case.residual(dd):.3f}")
         res = []
         for w, k in grid:

@@ -6,11 +6,12 @@ from .coefficients import vp_coefficients
 from .common import Run
 
 
-def ddim(denoiser, sigmas, x=None, *, lam: float = 0.0, problem=None, generator=None,
+def ddim(denoiser, problem, sigmas, x=None, *, lam: float = 0.0, generator=None,
          callback=None, should_stop=None, work_dtype=None):
     """Deterministic λ-DDIM over ComfyUI σ (VE-scaled VP state); λ = 0 is plain DDIM.
 
-    With `problem`, every x̂0 is replaced by (I−P)x̂0 + H⁺y before the step (range–null
+    Same argument order as cpgdm / pigdm / dps; `problem` may be None (unconditional DDIM).
+    With a `problem`, every x̂0 is replaced by (I−P)x̂0 + H⁺y before the step (range–null
     "DDIM-projection" baseline) and x defaults to the measurement start H⁺y + σ0·z.
     Returns the state at sigmas[-1] (x̂0-like when sigmas end in 0).
     """

@@ -151,7 +151,7 @@ def test_projection_samplers_satisfy_the_measurement(prior, name):
     den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
     out = ddnm(den, prob, sig, xs)
     assert float(prob.measurement_error(out).max()) < 1e-6
-    assert torch.equal(out, ddim(den, sig, xs, problem=prob))  # the DDIM-projection baseline is DDNM
+    assert torch.equal(out, ddim(den, prob, sig, xs))  # the DDIM-projection baseline is DDNM
     # k > 0 on a grid ending at σ = 0 lands the range part on H⁺y: consistent too (diffusion and flow)
     assert float(prob.measurement_error(cpgdm(den, prob, sig, xs, w=5.0, k=2.0, vjp=vjp)).max()) < 1e-6
     fsig = flow_sigmas_uniform_t(5, dtype=torch.float64)

@@ -65,7 +65,7 @@ def test_cpgdm_with_zero_weight_is_ddim(prior, truth, lam):
     sig = vp_sigmas_uniform_t(5, dtype=torch.float64)
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(6))
     den = prior.denoiser("vp")
-    a = ddim(den, sig, xs, lam=lam)
+    a = ddim(den, None, sig, xs, lam=lam)
     b = cpgdm(den, prob, sig, xs, w=0.0, lam=lam, vjp=prior.vjp_provider("vp"), schedule="paper")
     # same maths, different operation order (split state): float64 rounding only
     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -85,7 +85,7 @@ def test_ddim_high_nfe_gives_prior_covariance():
     # start at the exact marginal: x = x0 + σ0 ε with x0 ~ prior
     g = torch.Generator().manual_seed(11)
     x = prior.sample(n, g) + s0 * torch.randn(n, *shape, generator=g, dtype=torch.float64)
-    out = ddim(prior.denoiser("vp"), sig, x).reshape(n, -1)
+    out = ddim(prior.denoiser("vp"), None, sig, x).reshape(n, -1)
     cov = prior.covariance
     emp = torch.cov(out.T)
     rel = float((emp - cov).norm() / cov.norm())
@@ -95,7 +95,7 @@ def test_ddim_high_nfe_gives_prior_covariance():
     mean_err = float((out.mean(0) - prior.mean.reshape(-1)).norm())
     assert mean_err < 4 * math.sqrt(float(cov.trace()) / n)
     # the test can fail: too few steps give a visibly wrong covariance
-    few = ddim(prior.denoiser("vp"), vp_sigmas_uniform_t(2, t_start=1.0, t_end=1e-4, dtype=torch.float64), x)
+    few = ddim(prior.denoiser("vp"), None, vp_sigmas_uniform_t(2, t_start=1.0, t_end=1e-4, dtype=torch.float64), x)
     rel_few = float((torch.cov(few.reshape(n, -1).T) - cov).norm() / cov.norm())
     assert rel_few > 3 * expected
 
@@ -108,7 +108,7 @@ def test_guided_high_nfe_is_measurement_consistent(prior, truth, name):
     sig = vp_sigmas_uniform_t(40, dtype=torch.float64)
     xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(n))
     den, vjp = prior.denoiser("vp"), prior.vjp_provider("vp")
-    free = float(prob.measurement_error(ddim(den, sig, xs)).mean())
+    free = float(prob.measurement_error(ddim(den, None, sig, xs)).mean())
     errs = [float(prob.measurement_error(cpgdm(den, prob, sig, xs, w=w, vjp=vjp, schedule="paper")).mean()) for w in (15.0, 60.0)]
     pig = float(prob.measurement_error(pigdm(den, prob, sig, xs, w=10.0, vjp=vjp)).mean())
     # guidance drives ‖Hx − y‖/‖y‖ far below the unguided ODE from the same start, more so for larger w
@@ -232,7 +232,7 @@ def _all_samplers(prior, prob):
         "ncpgdm_exact": lambda s, x=None, **k: cpgdm(den, prob, s, x, sigma_y=0.05, vjp=vjp, **k),
         "pigdm": lambda s, x=None, **k: pigdm(den, prob, s, x, vjp=vjp, **k),
         "dps": lambda s, x=None, **k: dps(den, prob, s, x, vjp=vjp, **k),
-        "ddim_proj": lambda s, x=None, **k: ddim(den, s, x, problem=prob, **k),
+        "ddim_proj": lambda s, x=None, **k: ddim(den, prob, s, x, **k),
         "cpgfm": lambda s, x=None, **k: cpgfm(prior.denoiser("flow"), prob, 0.4 * s / s[0], x,
                                               vjp=prior.vjp_provider("flow"), **k),
     }
