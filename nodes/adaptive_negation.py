@@ -23,7 +23,7 @@ from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, data_consistency, dc_schedule
 from ..samplers.treg_negation import AN_METHODS, AdaptiveNegation
-from .comfy_bridge import VaeBridge, check_interrupt
+from .comfy_bridge import VaeBridge, interrupted
 from .treg_common import check_vp_family, clip_image_embedder, negation_variant, signed_measurement
 from .types import MeasurementType
 
@@ -101,14 +101,9 @@ class NegationPatch:
             if self.measurement is not None:
                 y = signed_measurement(self.measurement, denoised.shape, bridge.downscale, pixels.device)
                 pixels = data_consistency(pixels, self.measurement.operator, y, cg_iters=PAPER_DEFAULTS["cg_iters"],
-                                          lam=PAPER_DEFAULTS["lam"], should_stop=_interrupted)
-            self.negation.update(pixels, should_stop=_interrupted)
+                                          lam=PAPER_DEFAULTS["lam"], should_stop=interrupted)
+            self.negation.update(pixels, should_stop=interrupted)
         return denoised
-
-
-def _interrupted() -> bool:
-    check_interrupt()
-    return False
 
 
 def patch_model(model, clip_vision, vae, an_steps, an_lr, an_method, every, until, measurement=None):

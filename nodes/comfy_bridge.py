@@ -54,8 +54,16 @@ def model_sampling_of(model_patcher):
     return model_patcher.get_model_object("model_sampling")
 
 
-def check_interrupt() -> None:
+def interrupted() -> bool:
+    """`should_stop` for the samplers: raises ComfyUI's InterruptProcessingException on Cancel, else False."""
     comfy.model_management.throw_exception_if_processing_interrupted()
+    return False
+
+
+def vae_downscale(vae) -> int:
+    """Pixels per latent cell of `vae`; 8 when the VAE gives no plain integer (e.g. a video VAE)."""
+    ratio = getattr(vae, "downscale_ratio", 8)
+    return int(ratio) if isinstance(ratio, int) else 8
 
 
 @contextlib.contextmanager
@@ -125,7 +133,7 @@ class VaeBridge:
         self.patcher = vae.patcher
         self.model = vae.first_stage_model  # the delegate's copy after load(grad=True) on a dynamic VAE
         self.latent_format = latent_format
-        self.downscale = int(vae.downscale_ratio) if isinstance(vae.downscale_ratio, int) else 8
+        self.downscale = vae_downscale(vae)
         self.device = device
         self._check_family()
 

@@ -25,8 +25,8 @@ from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import check_solver_memory
-from .comfy_bridge import (VaeBridge, check_interrupt, checkpointed_blocks, grad_enabled, is_dynamic, make_differentiable,
-                           model_kind, model_sampling_of)
+from .comfy_bridge import (VaeBridge, checkpointed_blocks, grad_enabled, interrupted, is_dynamic,
+                           make_differentiable, model_kind, model_sampling_of)
 from .presets import PRESET_NAMES, preset
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, check_measurement
@@ -67,11 +67,6 @@ def unstable_settings_error(sigma_y: float, w: float, product: float, note: str 
         f"(noiseless settings).{note}")
     error.unstable_settings = (sigma_y, w, product)
     return error
-
-
-def interrupted() -> bool:
-    check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
 
 
 def _expand_batch(y: torch.Tensor, batch: int) -> torch.Tensor:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import comfy.model_management
 
+from .comfy_bridge import vae_downscale
+
 VAE_ESTIMATE_SHARE = 0.5
 GRAD_FACTOR = 6.0  # decode + backward keeps activations: measured 5.4× (AutoencoderKL) and 2.7× (TAESD) at 256²
 PIXEL_BUFFERS = 8  # float32 image-sized tensors a solver holds at once (y, H⁺y, x̂0, CG vectors)
@@ -42,7 +44,7 @@ def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, wi
     """Peak working memory of one decode/encode pass of `vae` over images of `image_shape` (B×C×H×W)."""
     b, _, h, w = (int(v) for v in image_shape)
     latent_channels = latent_channels or int(getattr(vae, "latent_channels", 4))
-    down = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
+    down = vae_downscale(vae)
     dtype = vae.vae_dtype
     decode = vae.memory_used_decode((b, latent_channels, h // down, w // down), dtype)
     encode = vae.memory_used_encode((b, 3, h, w), dtype)

@@ -13,7 +13,8 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, seed_generator, treg_sample
-from .comfy_bridge import DYNAMIC_VRAM_SETTING, VaeBridge, check_interrupt, is_dynamic, make_differentiable, model_kind
+from .comfy_bridge import (DYNAMIC_VRAM_SETTING, VaeBridge, interrupted, is_dynamic, make_differentiable, model_kind,
+                           vae_downscale)
 from .convert import check_finite
 from .limits import check_solver_memory
 from .treg_common import signed_measurement
@@ -23,11 +24,6 @@ from .types import MeasurementType, check_measurement_image
 from ..samplers.treg_variants import flow_model_refusal
 
 log = logging.getLogger("comfyui-inverse")
-
-
-def _interrupted() -> bool:
-    check_interrupt()  # raises ComfyUI's InterruptProcessingException on Cancel
-    return False
 
 
 def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, measurement, vae,
@@ -72,7 +68,7 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
     return treg_sample(
         denoise, sigmas, x, measurement.operator, y, bridge.decode, bridge.encode,
         negation=getattr(guider, "treg_negation", None), generator=seed_generator(extra_args.get("seed")),
-        callback=report, should_stop=_interrupted, prediction=kind,
+        callback=report, should_stop=interrupted, prediction=kind,
         dc_every=dc_every, dc_until=dc_until, cg_iters=cg_iters, lam=lam,
         use_dps=use_dps, dps_scale=(dps_scale if dps_scale > 0 else None), dps_denoise=dps_denoise,
     )
@@ -82,7 +78,7 @@ def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, lam, use_d
     check_finite(dc_until=dc_until, cg_lambda=lam, dps_scale=dps_scale)
     if vae is None:
         raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
-    check_measurement_image(measurement, 8 if not isinstance(getattr(vae, "downscale_ratio", 8), int) else vae.downscale_ratio)
+    check_measurement_image(measurement, vae_downscale(vae))
     check_solver_memory(vae, measurement, with_grad=bool(use_dps))
     options = dict(measurement=measurement, vae=vae, dc_every=int(dc_every), dc_until=float(dc_until),
                    cg_iters=int(cg_iters), lam=float(lam), use_dps=bool(use_dps), dps_scale=float(dps_scale))
@@ -188,7 +184,7 @@ class TRegSolveNode(io.ComfyNode):
         guider = build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_lr, an_method)
         sampler = make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps)
         batch, _, height, width = (int(v) for v in measurement.image_shape)
-        factor = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
+        factor = vae_downscale(vae)
         channels = model.model.latent_format.latent_channels
         latent = {"samples": torch.zeros([batch, channels, height // factor, width // factor],
                                          device=comfy.model_management.intermediate_device())}
