@@ -18,6 +18,13 @@ def ddim(denoiser, problem, sigmas, x=None, *, lam: float = 0.0, generator=None,
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, callback=callback,
               should_stop=should_stop, work_dtype=work_dtype)
     coefs = vp_coefficients(run.sigmas, w=0.0, lam=lam, closed_form=(lam == 0.0))
+    correct = None if problem is None else (lambda x0, c: x0 + problem.residual(x0))
+    return ddim_steps(run, coefs, correct)
+
+
+def ddim_steps(run, coefs, correct=None):
+    """The deterministic (η = 0) DDIM loop; `correct(x0, step)` replaces each x̂0 before its step
+    (the network's ε̂ is kept), as DDIM-projection and DDNM do."""
     x = run.x0
     for n, c in enumerate(coefs):
         if run.stop():
@@ -25,8 +32,8 @@ def ddim(denoiser, problem, sigmas, x=None, *, lam: float = 0.0, generator=None,
         x0, _, _ = run.evaluate(x, c.sigma)
         eps = (x - x0) / c.sigma
         run.report(n, x, x0)
-        if problem is not None:
-            x0 = x0 + problem.residual(x0)
+        if correct is not None:
+            x0 = correct(x0, c)
         xvp = c.mu * x0 + c.sigma_vp * eps
         x = (c.r_perp * xvp + c.ks_perp * eps) / c.mu_next
     return run.output(x)

@@ -21,6 +21,7 @@ import torch
 from .cg import conjugate_gradient
 from .coefficients import vp_coefficients
 from .common import Run
+from .ddim import ddim_steps
 
 CG_ITERS = 30
 
@@ -52,17 +53,10 @@ def ddnm(denoiser, problem, sigmas, x=None, *, sigma_y: float | None = None, gen
     if sigma_y > 0 and getattr(problem, "y", None) is None:
         raise ValueError("the noise-aware DDNM needs a pixel-space problem with the measurement y (sigma_y > 0).")
     coefs = vp_coefficients(run.sigmas, w=0.0, lam=0.0, closed_form=True)
-    x = run.x0
-    for n, c in enumerate(coefs):
-        if run.stop():
-            break
-        x0, _, _ = run.evaluate(x, c.sigma)
-        eps = (x - x0) / c.sigma
-        run.report(n, x, x0)
+
+    def correct(x0, c):
         if sigma_y > 0:
-            x0 = x0 + noise_aware_correction(problem.operator, problem.y, x0, sigma_y, c.sigma**2 / (1 + c.sigma**2))
-        else:
-            x0 = x0 + problem.residual(x0)
-        xvp = c.mu * x0 + c.sigma_vp * eps
-        x = (c.r_perp * xvp + c.ks_perp * eps) / c.mu_next
-    return run.output(x)
+            return x0 + noise_aware_correction(problem.operator, problem.y, x0, sigma_y, c.sigma**2 / (1 + c.sigma**2))
+        return x0 + problem.residual(x0)
+
+    return ddim_steps(run, coefs, correct)
