@@ -111,7 +111,7 @@ def flow_section(prior, truth, z, nfes=NFES, sigma_y=SIGMA_Y) -> list[str]:
     n = z.shape[0]
     names = ("SR×4 (bicubic)", "inpainting (25% block)", "Gaussian deblur (σ=1 px)")
     lines = [f"### C-ΠGFM (flow), σ_y = {sigma_y:g}", "",
-             'w = 20, B = 0.2, t from 0.6 to 0.999. "paper" is the released sampler, which ignores σ_y.', "",
+             'w = 20, B = 0.2 unless stated, t from 0.6 to 0.999. "paper" is the released sampler, which ignores σ_y.', "",
              "| task / variant | " + " | ".join(f"NFE {k}" for k in nfes) + " |", "|---|" + "---|" * len(nfes)]
     for name in names:
         op = noisy_tasks()[name]
@@ -119,12 +119,16 @@ def flow_section(prior, truth, z, nfes=NFES, sigma_y=SIGMA_Y) -> list[str]:
         y = y + sigma_y * torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=y.dtype)
         prob = OperatorProblem(op, y.expand(n, *y.shape[1:]).clone(), sigma_y)
         mean, floor, samples = _posterior(prior, op, y, sigma_y, n)
-        for label, noisy, start in (("paper", "paper", measurement_start), ("exact, H⁺y start", "exact", measurement_start),
-                                    ("exact, Wiener start", "exact", wiener_start)):
+        preset = dict(w=10.0, k=1.0)  # samplers/presets.py, flow with σ_y > 0
+        for label, noisy, start, kw in (("paper", "paper", measurement_start, {}),
+                                        ("exact, H⁺y start", "exact", measurement_start, {}),
+                                        ("exact, Wiener start", "exact", wiener_start, {}),
+                                        ("exact, Wiener start, preset w = 10, k = 1", "exact", wiener_start, preset),
+                                        ("paper, preset w = 10, k = 1", "paper", measurement_start, preset)):
             cells = []
             for nfe in nfes:
                 sig = _flow_sigmas(nfe)
-                out = cpgfm(den, prob, sig, start(prob, float(sig[0]), "flow", noise=z), vjp=vjp, noisy=noisy)
+                out = cpgfm(den, prob, sig, start(prob, float(sig[0]), "flow", noise=z), vjp=vjp, noisy=noisy, **kw)
                 e = float((out.reshape(n, -1).mean(0) - mean.reshape(-1)).norm() / mean.norm())
                 cells.append(f"{e / floor:.1f}× · {float(prob.measurement_error(out).mean()):.3f}")
             lines.append(f"| {name} / {label} | " + " | ".join(cells) + " |")
