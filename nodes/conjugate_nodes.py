@@ -39,6 +39,7 @@ BRIDGE_CHOICES = ("auto",) + BRIDGE_MODES
 START_CHOICES = ("auto", "measurement", "input_latent")
 NOISY_CHOICES = ("exact", "paper")
 METHOD = {"vp": "C-ΠGDM (SamplerConjugatePiGDM)", "flow": "C-ΠGFM (SamplerConjugatePiGFM)"}
+MAX_RESTARTS = 4
 
 # Chosen by the analytic benchmark (benchmarks/latent_analytic.py): the pixel bridge changed
 # the pixel measurement error by < 2% relative on every operator while costing one decode and
@@ -77,7 +78,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
                                measurement, vae, w: float, lam: float, vjp: str = "autograd",
                                bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True,
                                checkpoint: bool = True, k: float = 0.0, method: str = "conjugate",
-                               noisy: str = "paper"):
+                               noisy: str = "paper", restarts: int = 0):
     """KSAMPLER function: C-ΠGDM ('vp') or C-ΠGFM ('flow'), or DDNM (method="ddnm", 'vp'), on the model."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -94,27 +95,39 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     def denoiser(xx, s):
         return model(xx, s, denoise_mask=None, **extra_args)
 
+    steps = len(sigmas) - 1
+    # restarts re-noise the result to τ_r and sample again on this model's grid (samplers/restarts.py)
+    restart_sigmas = (inverse_sigmas(base.model_sampling, steps, core.TAU_RESTART).to(sigmas)
+                      if restarts else None)
+    current = {"sigmas": sigmas, "offset": 0}
+
     def report(i, xx, x0):
         if callback is not None:
-            callback({"i": i, "denoised": x0, "x": xx, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
+            s = current["sigmas"][i]
+            callback({"i": current["offset"] + i, "denoised": x0, "x": xx, "sigma": s, "sigma_hat": s})
 
-    if method == "ddnm":  # no Jacobian; the latent surrogate is a projector, so the noiseless projection
-        return core.ddnm(denoiser, problem, sigmas, x, sigma_y=0.0, callback=report, should_stop=interrupted)
+    def sample_with(mode):
+        def sample(sig, xx):
+            current["offset"] = 0 if sig is sigmas else current["offset"] + steps
+            current["sigmas"] = sig
+            if method == "ddnm":  # no Jacobian; the latent surrogate is a projector: the noiseless projection
+                return core.ddnm(denoiser, problem, sig, xx, sigma_y=0.0, callback=report, should_stop=interrupted)
+            # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
+            with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
+                  else contextlib.nullcontext()):
+                return _run_method(kind, denoiser, problem, sig, xx, w, lam, mode, report, k, noisy)
 
-    def run(mode):
-        # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
-        with checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint else contextlib.nullcontext():
-            return _run_method(kind, denoiser, problem, sigmas, x, w, lam, mode, report, k, noisy)
+        return core.with_restarts(sample, x, sigmas, restart_sigmas, restarts, kind, generator)
 
     try:
-        return run(vjp)
+        return sample_with(vjp)
     except core.UnstableNoisyCorrection as err:
         raise unstable_settings_error(measurement.sigma_y, w, err.product) from err
     except core.AutogradUnavailable as err:
         _NO_AUTOGRAD[base.diffusion_model] = True
         log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
                     "finite-difference Jacobian instead (two extra model calls per step).", METHOD[family], err)
-        return run("finite_difference")
+        return sample_with("finite_difference")
 
 
 def _check_family(base, family: str) -> str:
@@ -193,8 +206,10 @@ _NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto",
-                 k: float = 0.0, method: str = "conjugate", noisy: str = "paper"):
+                 k: float = 0.0, method: str = "conjugate", noisy: str = "paper", restarts: int = 0):
     check_finite(w=w, lam=lam, k=k)
+    if isinstance(restarts, bool) or int(restarts) != restarts or not 0 <= restarts <= MAX_RESTARTS:
+        raise ValueError(f"restarts: must be an integer from 0 to {MAX_RESTARTS}, got {restarts}.")
     if noisy not in NOISY_CHOICES:
         raise ValueError(f"noisy: unknown choice {noisy!r}; choose one of {NOISY_CHOICES}.")
     if not k >= 0:
@@ -215,7 +230,8 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
         check_solver_memory(vae, measurement, with_grad=(bridge == "consistent_target"
                                                          or (vjp == "autograd" and bridge == "pixel_bridge")))
     options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
-               "vjp": vjp, "bridge_mode": bridge_mode, "start": start, "k": float(k), "method": method, "noisy": noisy}
+               "vjp": vjp, "bridge_mode": bridge_mode, "start": start, "k": float(k), "method": method, "noisy": noisy,
+               "restarts": int(restarts)}
     return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
 
 
@@ -277,6 +293,7 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
                                "non-empty (e.g. from Inverse Init Latent). measurement / input_latent force one."),
         _k_input(),
         _noisy_input(),
+        _restarts_input(),
     ]
 
 
@@ -292,6 +309,17 @@ def _noisy_input(custom_only: bool = False):
           "other operators fall back to paper with a console note); measured 3–10× closer to the exact posterior "
           "than paper and never refused (use w = 5, k = 2). paper: the released method (C-ΠGDM's σ_y correction, "
           "refused when unstable, e.g. deblurring; C-ΠGFM ignores sigma_y), the old behaviour.")
+
+
+def _restarts_input(used_with: str = ""):  # appended last, default 0 = old behaviour
+    return io.Int.Input(
+        "restarts", default=0, min=0, max=MAX_RESTARTS, optional=True,
+        tooltip="Stochastic restarts: after sampling, re-noise the result to VP time 0.3 (flow: noise 0.3) and "
+                "sample again with the same number of steps (each restart costs the steps again). The first "
+                "pass fills what the measurement misses (holes, colour) far better than H⁺y, so the restart starts "
+                "from a better point: on the analytic benchmark 5 + 5 steps beat 10 straight steps on SR, "
+                "colorization and deblurring, not on a single block hole or with noisy measurements. "
+                "0 = off." + used_with)
 
 
 def _k_input():  # appended last: old workflows' positional widget values keep their meaning, and get k = 0
@@ -317,8 +345,10 @@ class SamplerConjugatePiGDM(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper") -> io.NodeOutput:
-        return io.NodeOutput(make_sampler("vp", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy))
+    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper",
+                restarts=0) -> io.NodeOutput:
+        return io.NodeOutput(make_sampler("vp", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy,
+                                          restarts=restarts))
 
 
 class SamplerConjugatePiGFM(io.ComfyNode):
@@ -335,8 +365,10 @@ class SamplerConjugatePiGFM(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper") -> io.NodeOutput:
-        return io.NodeOutput(make_sampler("flow", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy))
+    def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper",
+                restarts=0) -> io.NodeOutput:
+        return io.NodeOutput(make_sampler("flow", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy,
+                                          restarts=restarts))
 
 
 class InverseSigmas(io.ComfyNode):
@@ -432,6 +464,7 @@ class InverseSolveConjugate(io.ComfyNode):
                                        "sigma_y > 0 only until the residual reaches the noise level). Same as the "
                                        "Enforce Measurement node. The result is clamped to [0, 1]."),
                 _noisy_input(custom_only=True),
+                _restarts_input(" Used with preset = custom (the presets set it)."),
             ],
             outputs=[io.Image.Output(display_name="image"), io.Latent.Output(display_name="latent")],
         )
@@ -439,9 +472,9 @@ class InverseSolveConjugate(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
                 vjp="autograd", bridge_mode="auto", sampler="auto", k=0.0,
-                enforce_measurement="off", noisy="paper") -> io.NodeOutput:
+                enforce_measurement="off", noisy="paper", restarts=0) -> io.NodeOutput:
         image, latent = solve(model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
-                              vjp, bridge_mode, sampler, k, enforce_measurement, noisy)
+                              vjp, bridge_mode, sampler, k, enforce_measurement, noisy, restarts)
         return io.NodeOutput(image, latent)
 
 
@@ -449,7 +482,8 @@ SAMPLER_CHOICES = ("auto", "conjugate", "ddnm")
 
 
 def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
-          vjp="autograd", bridge_mode="auto", sampler="auto", k=0.0, enforce_measurement="off", noisy="paper"):
+          vjp="autograd", bridge_mode="auto", sampler="auto", k=0.0, enforce_measurement="off", noisy="paper",
+          restarts=0):
     """The all-in-one path: stock CFGGuider + our SAMPLER + sigmas, as SamplerCustomAdvanced runs them."""
     check_finite(cfg=cfg, w=w, lam=lam, start=start, k=k)
     if sampler not in SAMPLER_CHOICES:
@@ -464,9 +498,11 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
     if preset_name != "custom":
         p = preset(preset_name, kind, measurement.operator, measurement.sigma_y, measurement.image_shape)
         steps, w, lam, start, k, noisy = p["steps"], p["w"], p["lam"], p["start"], p["k"], p["noisy"]
+        restarts = p["restarts"]
         method = p["sampler"] if sampler == "auto" else sampler
     sigmas = inverse_sigmas(ms, steps, start)
-    ksampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode, k=k, method=method, noisy=noisy)
+    ksampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode, k=k, method=method, noisy=noisy,
+                            restarts=restarts)
     base = model.model
     down = VaeBridge(vae, base.latent_format).downscale
     b, _, h, wd = measurement.image_shape
@@ -529,13 +565,15 @@ class SamplerDDNM(io.ComfyNode):
                 io.Combo.Input("start", options=list(START_CHOICES), default="auto", optional=True,
                                tooltip="auto: start from the measurement (encoded H⁺y + seeded noise) unless the "
                                        "latent is non-empty. measurement / input_latent force one."),
+                _restarts_input(),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
-    def execute(cls, measurement, vae, start="auto") -> io.NodeOutput:
-        return io.NodeOutput(make_sampler("vp", measurement, vae, 0.0, 0.0, "none", "auto", start, method="ddnm"))
+    def execute(cls, measurement, vae, start="auto", restarts=0) -> io.NodeOutput:
+        return io.NodeOutput(make_sampler("vp", measurement, vae, 0.0, 0.0, "none", "auto", start, method="ddnm",
+                                          restarts=restarts))
 
 
 class EnforceMeasurement(io.ComfyNode):

@@ -11,6 +11,7 @@ from .ddnm import ddnm
 from .dps import dps
 from .pigdm import pigdm, pigfm
 from .problem import OperatorProblem
+from .restarts import TAU_RESTART, with_restarts
 from .schedules import (
     flow_sigmas_uniform_t,
     sigma_to_alpha_bar,
@@ -25,8 +26,8 @@ from .vjp import AutogradUnavailable, AutogradVJP, FiniteDifferenceVJP, NoJacobi
 
 __all__ = [
     "AutogradUnavailable", "AutogradVJP", "FiniteDifferenceVJP", "GaussianMixturePrior", "NoJacobian",
-    "OperatorProblem", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "ddnm", "dense_matrix", "dps", "enforce_measurement", "flow_sigmas_uniform_t",
+    "OperatorProblem", "TAU_RESTART", "UnstableNoisyCorrection", "cpgdm", "cpgfm", "ddim", "ddnm", "dense_matrix", "dps", "enforce_measurement", "flow_sigmas_uniform_t",
     "gaussian_prior", "get_vjp", "measurement_start", "mixture_prior", "pigdm", "pigfm",
     "sigma_to_alpha_bar", "sigma_to_flow_time", "sigma_to_vp", "sigma_to_vp_time", "TiledDenoiser", "tiled",
-    "vp_sigmas_uniform_t", "vp_time_to_sigma", "wiener_start", "wiener_y",
+    "vp_sigmas_uniform_t", "vp_time_to_sigma", "with_restarts", "wiener_start", "wiener_y",
 ]

@@ -10,7 +10,10 @@ k term; k = 1 when σ_y > 0), 10 steps from σ0 = 0.4, noisy="exact".
 `start` is the noise level to start from on the method's clock (VP: VP-SDE time τ; flow:
 σ0 = 1 − st); for diffusion "auto" chooses it from the operator (samplers/start_policy.py).
 These were tuned on an analytic prior in pixel space, not on latent models: a starting point.
-`sampler` is the method: "conjugate" (C-ΠGDM / C-ΠGFM) or "ddnm" (diffusion only).
+`sampler` is the method: "conjugate" (C-ΠGDM / C-ΠGFM) or "ddnm" (diffusion only). `restarts`:
+noiseless diffusion runs 5 steps, re-noises to τ_r = 0.3 and runs 5 more (samplers/restarts.py;
+better than 10 straight steps on most cases of the benchmark), except inpainting (a block hole
+did better with 10 straight steps); noisy and flow runs have none (not better / not measured).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ from .start_policy import choose_start_time
 TASKS = ("sr4", "sr8", "inpaint", "gaussian_deblur", "motion_deblur", "denoise", "colorize")
 PRESET_NAMES = ("auto",) + TASKS + ("custom",)
 
-_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
-_VP_NOISY = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 2.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
-_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact"}
+_VP = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact",
+       "restarts": 1}
+_VP_NOISY = {"steps": 5, "w": 5.0, "lam": 0.0, "k": 2.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact",
+             "restarts": 0}
+_FLOW = {"steps": 10, "w": 10.0, "lam": 0.2, "k": 4.0, "start": 0.4, "sampler": "conjugate", "noisy": "exact",
+         "restarts": 0}
 # σ_y > 0: k = 1 keeps the residual at that of exact posterior samples (k = 4 fits the noise: residual 0.2×
 # theirs on SR ×4; Gaussian deblur from the Wiener start 4.6× the floor vs 7.1×; benchmarks/analytic_noisy.py)
 _FLOW_NOISY = {"k": 1.0}
@@ -33,7 +39,7 @@ _TASK_VP = {
     "sr4": {"w": 5.0, "k": 2.0},
     "sr8": {"w": 5.0, "k": 2.0},
     "motion_deblur": {"w": 5.0, "k": 2.0},
-    "inpaint": {"w": 20.0, "k": 4.0, "steps": 10},
+    "inpaint": {"w": 20.0, "k": 4.0, "steps": 10, "restarts": 0},
     "colorize": {"start": 0.6},
 }
 
@@ -56,7 +62,8 @@ def detect_task(operator) -> str:
 
 
 def preset(name: str, kind: str, operator, sigma_y: float, image_shape=None) -> dict:
-    """{"steps", "w", "lam", "k", "start", "sampler", "noisy", "task"} for preset `name` ("auto" picks the task).
+    """{"steps", "w", "lam", "k", "start", "sampler", "noisy", "restarts", "task"} for preset `name` ("auto" picks
+    the task).
 
     With `image_shape` (B, C, H, W) and "auto", the diffusion start time comes from the start
     policy (more noise when the measurement misses most of the image's low-pass energy).

@@ -18,6 +18,7 @@ from comfyui_inverse.samplers import schedules as sch
 from comfyui_inverse.samplers.coefficients import WeightSchedule, integrate, vp_coefficients
 from comfyui_inverse.samplers.ddnm import noise_aware_correction
 from comfyui_inverse.samplers.presets import preset
+from comfyui_inverse.samplers.restarts import TAU_RESTART, with_restarts
 from comfyui_inverse.samplers.start_policy import choose_start_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -203,3 +204,25 @@ def test_start_policy_and_presets():
     assert noisy["noisy"] == "exact" and (noisy["w"], noisy["k"], noisy["lam"]) == (5.0, 2.0, 0.0)
     flow = preset("auto", "flow", SuperResolution(4), 0.05, shape)
     assert flow["noisy"] == "exact" and flow["k"] == 1.0 and preset("auto", "flow", SuperResolution(4), 0.0)["k"] == 4.0
+
+
+def test_restarts_are_seeded_and_zero_restarts_is_one_pass(prior):
+    prob, _ = _problem(prior, Inpainting(_mask()), 4)
+    sig = vp_sigmas_uniform_t(3, t_end=0.0, dtype=torch.float64)
+    again = vp_sigmas_uniform_t(3, t_start=TAU_RESTART, t_end=0.0, dtype=torch.float64)
+    xs = measurement_start(prob, float(sig[0]), "vp", noise=_noise(4))
+    calls = []
+
+    def sample(s, x):
+        calls.append(float(s[0]))
+        return ddnm(prior.denoiser("vp"), prob, s, x)
+
+    assert torch.equal(with_restarts(sample, xs, sig, None, 0), ddnm(prior.denoiser("vp"), prob, sig, xs))
+    a = with_restarts(sample, xs, sig, again, 2, generator=torch.Generator().manual_seed(3))
+    b = with_restarts(sample, xs, sig, again, 2, generator=torch.Generator().manual_seed(3))
+    c = with_restarts(sample, xs, sig, again, 2, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert calls[-3:] == [float(sig[0]), float(again[0]), float(again[0])]
+    assert float(prob.measurement_error(a).max()) < 1e-6  # still a DDNM output: consistent
+    with pytest.raises(ValueError, match="restarts"):
+        with_restarts(sample, xs, sig, again, -1)
