@@ -226,3 +226,30 @@ def test_restarts_are_seeded_and_zero_restarts_is_one_pass(prior):
     assert float(prob.measurement_error(a).max()) < 1e-6  # still a DDNM output: consistent
     with pytest.raises(ValueError, match="restarts"):
         with_restarts(sample, xs, sig, again, -1)
+
+
+def test_flow_k_term_coefficients():
+    """ky from the identity d/ds e^{a+b} = (B + γ)e^{a+b} against direct quadrature of γe^{a+b}; k = 0 unchanged;
+    the last step to σ = 0 lands the range part on H⁺y (r∥ = 0, ky = 1, kv∥ = kj∥ = 0)."""
+    from comfyui_inverse.samplers.coefficients import flow_coefficients
+
+    s = flow_sigmas_uniform_t(6, dtype=torch.float64).tolist()
+    k, w, lamb = 3.0, 10.0, 0.2
+
+    def b(t):
+        return w * (t * t / 2 - t**3 / 3) + k * (-t - np.log1p(-t) - 2 * t**3 / 3)
+
+    def gamma(t):
+        return w * t * (1 - t) + k * t * (t * t + (1 - t) ** 2) / (1 - t)
+
+    coefs = flow_coefficients(s, w=w, lamb=lamb, k=k)
+    for c in coefs[:-1]:
+        e = lamb * c.t_next + b(c.t_next)
+        ky = integrate(lambda u: gamma(u) * np.exp(lamb * u + b(u) - e), c.t, c.t_next)
+        assert c.ky == pytest.approx(ky, rel=1e-9)
+    last = coefs[-1]
+    assert (last.r_par, last.ky, last.kv_par, last.kj_par) == (0.0, 1.0, 0.0, 0.0)
+    paper = flow_coefficients(s, w=20.0, lamb=0.2)
+    assert all(a == b for a, b in zip(paper, flow_coefficients(s, w=20.0, lamb=0.2, k=0.0)))
+    with pytest.raises(ValueError, match="released"):
+        flow_coefficients(s, w=w, lamb=lamb, k=k, jacobian_term="released")
