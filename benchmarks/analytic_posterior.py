@@ -110,7 +110,7 @@ def flow_table(z) -> list[str]:
             sig = flow_sigmas_uniform_t(nfe, t_start=0.6, dtype=torch.float64)
             xs = measurement_start(case.problem, float(sig[0]), "flow", noise=z)
             for w, k in ((20.0, 0.0), (p["w"], p["k"])):
-                o = cpgfm(den, case.problem, sig, xs, w=w, lamb=0.2, k=k, vjp=vjp)
+                o = cpgfm(den, case.problem, sig, xs, w=w, lam=0.2, k=k, vjp=vjp)
                 cells.append(f"{case.error(o):.3f} / {case.residual(o):.3f}")
         out.append(f"| {case.name} | {case.floor:.3f} | " + " | ".join(cells) + " |")
     return out

@@ -242,14 +242,14 @@ def test_flow_k_term_coefficients():
     def gamma(t):
         return w * t * (1 - t) + k * t * (t * t + (1 - t) ** 2) / (1 - t)
 
-    coefs = flow_coefficients(s, w=w, lamb=lamb, k=k)
+    coefs = flow_coefficients(s, w=w, lam=lamb, k=k)
     for c in coefs[:-1]:
         e = lamb * c.t_next + b(c.t_next)
         ky = integrate(lambda u: gamma(u) * np.exp(lamb * u + b(u) - e), c.t, c.t_next)
         assert c.ky == pytest.approx(ky, rel=1e-9)
     last = coefs[-1]
     assert (last.r_par, last.ky, last.kv_par, last.kj_par) == (0.0, 1.0, 0.0, 0.0)
-    paper = flow_coefficients(s, w=20.0, lamb=0.2)
-    assert all(a == b for a, b in zip(paper, flow_coefficients(s, w=20.0, lamb=0.2, k=0.0)))
+    paper = flow_coefficients(s, w=20.0, lam=0.2)
+    assert all(a == b for a, b in zip(paper, flow_coefficients(s, w=20.0, lam=0.2, k=0.0)))
     with pytest.raises(ValueError, match="released"):
-        flow_coefficients(s, w=w, lamb=lamb, k=k, jacobian_term="released")
+        flow_coefficients(s, w=w, lam=lamb, k=k, jacobian_term="released")
