@@ -6,8 +6,9 @@
 #   WORKFLOW=path.json        workflow for the headless run (default: the first workflows/*.json;
 #                             none: skip). Its outputs go to $INVERSE_HOME/base/output/headless.
 #                             When the default workflow's checkpoint is not in base/models, the run
-#                             uses a tiny RANDOM-WEIGHT stand-in (tiny_sd15.safetensors): it proves
-#                             the install end to end; put a real SD1.5 checkpoint there for real results.
+#                             uses the small prior trained here (prior/, inverse_prior_sd15.safetensors
+#                             assembled at first use): blurry, NOT Stable Diffusion; put a real SD1.5
+#                             checkpoint there for real results.
 #   INVERSE_HOME=...          where setup.sh put the venv and ComfyUI (default ~/.cache/comfyui-inverse)
 #   COMFYUI_PATH=...          use your own ComfyUI tree instead
 # Extra arguments go to ComfyUI's main.py.
@@ -46,11 +47,28 @@ if [[ -f "$REPO/__main__.py" ]]; then
         cp -n "$REPO"/workflows/inputs/* "$BASE/input/" 2>/dev/null || true  # the workflows' sample photo
         run_args=()
         if [[ -z "${WORKFLOW+set}" && ! -e "$BASE/models/checkpoints/v1-5-pruned-emaonly.safetensors" ]]; then
-            echo "== no v1-5-pruned-emaonly.safetensors in $BASE/models/checkpoints: using a tiny random-weight stand-in"
-            [[ -e "$BASE/models/checkpoints/tiny_sd15.safetensors" ]] || \
-                "$PY" "$REPO/tests/host/tiny_models.py" build --comfy "$COMFY" --models "$BASE/models" \
-                    --only sd15_ckpt >/dev/null
-            run_args=(--ckpt tiny_sd15.safetensors)
+            prior_unet="$REPO/prior/inverse_prior_sd15_eps.safetensors"
+            prior_ckpt="$BASE/models/checkpoints/inverse_prior_sd15.safetensors"
+            if [[ -f "$prior_unet" && -f "$REPO/prior/inverse_prior_vae.safetensors" ]]; then
+                echo "== no v1-5-pruned-emaonly.safetensors in $BASE/models/checkpoints: using the small" \
+                     "prior trained here (prior/README.md; NOT Stable Diffusion, blurry by design)"
+                # The committed files for the UI's stock loaders, and a checkpoint for the demo
+                # workflow (eps UNet + VAE + a seeded random CLIP-L the UNet ignores).
+                ln -sf "$REPO/prior/inverse_prior_vae.safetensors" "$BASE/models/vae/"
+                ln -sf "$prior_unet" "$BASE/models/diffusion_models/"
+                [[ -f "$REPO/prior/inverse_prior_sd15_flow_lora.safetensors" ]] && \
+                    ln -sf "$REPO/prior/inverse_prior_sd15_flow_lora.safetensors" "$BASE/models/loras/"
+                [[ "$prior_ckpt" -nt "$prior_unet" ]] || \
+                    "$PY" "$REPO/scripts/train_prior.py" --comfy "$COMFY" \
+                        --assemble-checkpoint "$prior_ckpt" >/dev/null
+                run_args=(--ckpt inverse_prior_sd15.safetensors)
+            else
+                echo "== no v1-5-pruned-emaonly.safetensors in $BASE/models/checkpoints: using a tiny random-weight stand-in"
+                [[ -e "$BASE/models/checkpoints/tiny_sd15.safetensors" ]] || \
+                    "$PY" "$REPO/tests/host/tiny_models.py" build --comfy "$COMFY" --models "$BASE/models" \
+                        --only sd15_ckpt >/dev/null
+                run_args=(--ckpt tiny_sd15.safetensors)
+            fi
         fi
         echo "== headless run of $workflow (python -m comfyui_inverse run)"
         if ! "$PY" -m comfyui_inverse run "$workflow" --base-dir "$BASE" "${run_args[@]}" \
