@@ -66,7 +66,7 @@ CONFIG = {
     # The flow UNet is the eps UNet plus a low-rank delta (stored as a ComfyUI LoRA): two full
     # SD1.5-layout UNets (13.6M parameters each at the narrowest config SD15 detection accepts)
     # do not fit the 40 MB budget in fp16.
-    "flow": {"steps": 250, "batch": 12, "window": 10, "lr": 1e-3, "warmup": 30, "ckpt_every": 25,
+    "flow": {"steps": 150, "batch": 12, "window": 10, "lr": 1e-3, "warmup": 20, "ckpt_every": 25,
              "lora_rank": 48, "logit_normal": [0.0, 1.0]},
     "eval": {"short_side": 128, "sigmas": [0.5, 1.0, 2.0]},
 }
