@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tiny_models as tm
+from comfyui_inverse.tests.host import tiny_models as tm
 
 pytestmark = pytest.mark.host
 
