@@ -80,7 +80,7 @@ class InpaintingOperator(io.ComfyNode):
         operator = ops.Inpainting(mask, threshold=threshold, dilate=dilate, resize_to=resize_to)
         if operator.missing_fraction == 1.0:
             # Allowed (inpaint everything = generation), but usually an inverted mask: say so on the
-            # node (ui text, shown by web/show_text.js) and in the server log.
+            # node (ui text, shown by web/comfyui_inverse.js) and in the server log.
             warning = ("Warning: the mask marks every pixel missing (1 = fill), so the result will ignore the "
                        "image. If 1 should mean keep, invert the mask (InvertMask node).")
             log.warning("comfyui-inverse: Inpainting Operator: %s", warning)

@@ -40,6 +40,75 @@ MASK_BOX = (110, 230, 170, 300)  # top, bottom, left, right of the hole in PHOTO
 GROUP_COLORS = {"model": "#3f789e", "measure": "#b58b2a", "solve": "#8A8", "out": "#a1309b",
                 "metrics": "#444"}
 GAP, MARGIN, GROUP_TITLE, NODE_TITLE = 30, 20, 46, 30
+GROUP_FONT, NODE_FONT = 24, 14  # px: LiteGraph's DEFAULT_GROUP_FONT and NODE_TEXT_SIZE
+NOTE_WIDTH = 720
+
+# The screen the saved view (extra.ds) is made for: the frontend's sidebar (~60 px) on the left, and
+# its tab bar, workflow-name chip and Run toolbar (~90 px) on top cover the canvas; the whole graph
+# must fit beside and below them.
+SCREEN, SIDEBAR, TOPBAR, SCREEN_MARGIN = (1920, 1080), 64, 96, 16
+
+# File name of each workflow, in the order the template browser lists them. The frontend (1.32)
+# takes a custom pack's template title *and* description from the file name and shows about 26
+# characters of the title on a card, so the names are short sentences. The keys are the original
+# names: they fix each workflow's "id" and pick its thumbnail (renaming makes no new workflow).
+TITLES = {
+    "11_real_photo_upscale_x4_cpgdm": "01 Upscale your photo x4",
+    "12_sdxl_upscale_x8_cpgdm": "02 Your photo x8 on SDXL",
+    "01_super_resolution_x4_cpgdm": "03 Upscale x4, step by step",
+    "02_super_resolution_x8_cpgdm": "04 Upscale x8 in one node",
+    "03_super_resolution_x16_treg_text": "05 Upscale x16 with a prompt",
+    "09_super_resolution_x4_cpgfm_sd3": "06 Upscale x4 with SD3.5",
+    "04_gaussian_deblur_cpgdm": "07 Sharpen a blurred photo",
+    "05_gaussian_deblur_treg": "08 Sharpen with TReg",
+    "06_motion_deblur_cpgdm": "09 Remove motion blur",
+    "07_inpainting_mask_editor_cpgdm": "10 Fill a masked area",
+    "08_denoising_cpgdm": "11 Remove noise",
+    "10_composable_lora_stock_nodes_cpgdm": "12 LoRA and stock nodes",
+}
+
+# Where the frontend's missing-model dialog sends the user (node properties.models: name = the
+# loader's widget value, directory = the models/ folder). No entry: a placeholder name.
+MODEL_SOURCES = {
+    "v1-5-pruned-emaonly.safetensors": (
+        "checkpoints", "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+                       "v1-5-pruned-emaonly.safetensors"),
+    "sd_xl_base_1.0.safetensors": (
+        "checkpoints", "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
+                       "sd_xl_base_1.0.safetensors"),
+    "sd3.5_medium.safetensors": (
+        "diffusion_models", "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/"
+                            "sd3.5_medium.safetensors"),
+    "clip_l.safetensors": (
+        "text_encoders", "https://huggingface.co/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/"
+                         "text_encoders/clip_l.safetensors"),
+    "sd3.5_vae.safetensors": (
+        "vae", "https://huggingface.co/stabilityai/stable-diffusion-3.5-medium/resolve/main/vae/"
+               "diffusion_pytorch_model.safetensors"),
+    "clip-vit-large-patch14.safetensors": (
+        "clip_vision", "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors"),
+}
+MODEL_WIDGETS = ("ckpt_name", "unet_name", "clip_name", "vae_name")
+
+
+def text_width(text: str, size: int) -> float:
+    """Width in px of `text` at `size` px, a little wider than DejaVu Sans (what Arial falls back to
+    on Linux; Arial itself is narrower), so a title that fits here fits in the frontend."""
+    em = 0.0
+    for ch in text:
+        if ch in " .,:;'|!il":
+            em += 0.34
+        elif ch in "()[]/-fjrt⁺·":
+            em += 0.42
+        elif ch.isdigit():
+            em += 0.64
+        elif ch.isupper() or ch in "mwMW":
+            em += 0.74
+        elif ch.isascii():
+            em += 0.62
+        else:  # Π, ×, σ, ‖, ...
+            em += 0.78
+    return em * size * 1.05
 
 
 # ----------------------------------------------------------------------------- graph model
@@ -58,7 +127,7 @@ class Node:
     title: str | None
     group: str
     col: int
-    text: str | None = None  # Note body
+    text: str | None = None  # MarkdownNote body
 
     def __getitem__(self, slot: int) -> Out:
         return Out(self, slot)
@@ -74,16 +143,21 @@ class Group:
 
 @dataclass
 class Workflow:
-    name: str
+    name: str  # the original file name: the key of TITLES, the thumbnail and the workflow id
     note: str
     nodes: list = field(default_factory=list)
     groups: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The file name (without .json) and the template browser's title."""
+        return TITLES[self.name]
 
     def group(self, key, title, stage, color):
         self.groups[key] = Group(key, title, stage, GROUP_COLORS[color])
 
     def node(self, kind, group, col=0, title=None, **values) -> Node:
-        text = values.pop("text") if kind == "Note" else None
+        text = values.pop("text") if kind == "MarkdownNote" else None
         node = Node(len(self.nodes) + 1, kind, values, title, group, col, text)
         self.nodes.append(node)
         return node
@@ -117,16 +191,23 @@ def _default(spec: list):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
 
 
-def _size(node: Node, n_slots: int, n_widgets: int, multiline: bool) -> list[int]:
-    if node.type == "Note":
-        lines = sum(1 + len(line) // 95 for line in node.text.splitlines())
-        return [640, 40 + 16 * lines]
+def _size(node: Node, title: str, n_slots: int, n_widgets: int, multiline: bool) -> list[int]:
+    if node.type == "MarkdownNote":
+        return note_size(node.text, NOTE_WIDTH)  # final width set in layout()
     height = 34 + 22 * n_slots + 26 * n_widgets + (80 if multiline else 0)
     if node.type == "LoadImage":
         height += 270
     if node.type in ("SaveImage", "PreviewImage"):
         height = 300
-    return [330 if node.type != "LoadImage" else 300, height]
+    # the frontend cuts a title wider than the node minus two title heights
+    width = max(330 if node.type != "LoadImage" else 300, int(text_width(title, NODE_FONT) + 2 * NODE_TITLE + 12))
+    return [width, height]
+
+
+def node_title(node: Node, object_info: dict) -> str:
+    if node.title:
+        return node.title
+    return object_info[node.type].get("display_name") or node.type
 
 
 def serialise(wf: Workflow, object_info: dict) -> dict:
@@ -134,7 +215,7 @@ def serialise(wf: Workflow, object_info: dict) -> dict:
     outputs_links: dict[tuple[int, int], list[int]] = {}
     per_node = {}
     for node in wf.nodes:
-        if node.type == "Note":
+        if node.type == "MarkdownNote":
             per_node[node.id] = ([], [], [node.text], False)
             continue
         info = object_info.get(node.type)
@@ -172,12 +253,13 @@ def serialise(wf: Workflow, object_info: dict) -> dict:
             sockets.append(entry)
         per_node[node.id] = (sockets, info, widgets, multiline)
 
-    positions = layout(wf, per_node)
+    titles = {node.id: node_title(node, object_info) for node in wf.nodes}
+    positions = layout(wf, per_node, titles)
     order = _topological_order(wf, links)
     for node in wf.nodes:
         sockets, info, widgets, multiline = per_node[node.id]
         outputs = []
-        if node.type != "Note":
+        if node.type != "MarkdownNote":
             names = info.get("output_name") or info["output"]
             for slot, kind in enumerate(info["output"]):
                 outputs.append({"name": names[slot], "type": kind,
@@ -188,25 +270,45 @@ def serialise(wf: Workflow, object_info: dict) -> dict:
                  "properties": _properties(node, object_info), "widgets_values": widgets}
         if node.title:
             entry["title"] = node.title
-        if node.type == "Note":
+        if node.type == "MarkdownNote":
             entry["color"], entry["bgcolor"] = "#432", "#653"
         ui_nodes.append(entry)
-    groups = _groups(wf, positions)
+    groups = _groups(wf, positions, titles)
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-inverse/workflows/{wf.name}")),
         "revision": 0, "last_node_id": len(wf.nodes), "last_link_id": len(links),
         "nodes": ui_nodes, "links": links, "groups": groups, "config": {},
-        "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}}, "version": 0.4,
+        "extra": {"ds": saved_view(ui_nodes, groups)}, "version": 0.4,
     }
 
 
+def saved_view(nodes: list, groups: list) -> dict:
+    """extra.ds: the scale and offset that show the whole graph on SCREEN beside the sidebar and
+    below the tab bar (the frontend draws canvas point p at (p + offset) · scale)."""
+    rects = [(n["pos"][0], n["pos"][1] - NODE_TITLE, n["size"][0], n["size"][1] + NODE_TITLE) for n in nodes]
+    rects += [tuple(g["bounding"]) for g in groups]
+    left, top = min(r[0] for r in rects), min(r[1] for r in rects)
+    right, bottom = max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects)
+    room_x = SCREEN[0] - SIDEBAR - 2 * SCREEN_MARGIN
+    room_y = SCREEN[1] - TOPBAR - 2 * SCREEN_MARGIN
+    scale = round(min(1.0, room_x / (right - left), room_y / (bottom - top)), 3)
+    offset = [round((SIDEBAR + SCREEN_MARGIN) / scale - left, 1), round((TOPBAR + SCREEN_MARGIN) / scale - top, 1)]
+    return {"scale": scale, "offset": offset}
+
+
 def _properties(node: Node, object_info: dict) -> dict:
-    if node.type == "Note":
+    if node.type == "MarkdownNote":
         return {}
     python_module = object_info[node.type].get("python_module", "")
     ours = "custom_nodes" in python_module
-    return {"cnr_id": PACK_ID if ours else "comfy-core", "ver": PACK_VERSION if ours else "0.3.75",
-            "Node name for S&R": node.type}
+    properties = {"cnr_id": PACK_ID if ours else "comfy-core", "ver": PACK_VERSION if ours else "0.3.75",
+                  "Node name for S&R": node.type}
+    models = [{"name": node.values[key], "url": MODEL_SOURCES[node.values[key]][1],
+               "directory": MODEL_SOURCES[node.values[key]][0]}
+              for key in MODEL_WIDGETS if node.values.get(key) in MODEL_SOURCES]
+    if models:  # read by the frontend's missing-model dialog when the file is not installed
+        properties["models"] = models
+    return properties
 
 
 def _topological_order(wf: Workflow, links: list) -> dict[int, int]:
@@ -222,20 +324,22 @@ def _topological_order(wf: Workflow, links: list) -> dict[int, int]:
     return order
 
 
-def layout(wf: Workflow, per_node: dict) -> dict[int, tuple[list, list]]:
+def group_title_width(title: str) -> int:
+    return int(text_width(title, GROUP_FONT) + 2 * MARGIN)
+
+
+def layout(wf: Workflow, per_node: dict, titles: dict) -> dict[int, tuple[list, list]]:
     """Stages left to right; in a stage, groups top to bottom; in a group, columns left to right
-    and nodes top to bottom in the order they were created. The Note sits above everything."""
+    and nodes top to bottom in the order they were created. The Note sits above everything.
+    A group is at least as wide as its title, so titles never run into the next stage."""
     sizes = {}
     for node in wf.nodes:
         sockets, info, widgets, multiline = per_node[node.id]
         n_out = len(info["output"]) if info else 0
-        sizes[node.id] = _size(node, max(len(sockets), n_out), len(widgets), multiline)
-    note_nodes = [n for n in wf.nodes if n.type == "Note"]
-    top = 0
+        sizes[node.id] = _size(node, titles[node.id], max(len(sockets), n_out), len(widgets), multiline)
+    note_nodes = [n for n in wf.nodes if n.type == "MarkdownNote"]
     positions = {}
-    for note in note_nodes:
-        positions[note.id] = ([0, top], sizes[note.id])
-        top += sizes[note.id][1] + 40
+    top = 0
     stages = sorted({g.stage for g in wf.groups.values()})
     x = 0
     for stage in stages:
@@ -253,19 +357,39 @@ def layout(wf: Workflow, per_node: dict) -> dict[int, tuple[list, list]]:
                     ny += sizes[n.id][1] + GAP + 20  # + title bar
                 group_height = max(group_height, ny - y)
                 gx += width + GAP
-            stage_width = max(stage_width, gx - x + MARGIN - GAP)
+            stage_width = max(stage_width, gx - x + MARGIN - GAP, group_title_width(group.title))
             y += group_height + 40
         x += stage_width + 50
+    # The Note goes on top, as wide as the graph (short lines would make it tall and the saved view,
+    # which must show the whole graph, small); everything else moves down below it.
+    shift = 0
+    for note in note_nodes:
+        size = note_size(note.text, min(max(NOTE_WIDTH, x - 50), 2 * NOTE_WIDTH))
+        positions[note.id] = ([0, shift], size)
+        shift += size[1] + 40
+    for node_id, (pos, size) in positions.items():
+        if node_id not in {n.id for n in note_nodes}:
+            pos[1] += shift
     return positions
 
 
-def _groups(wf: Workflow, positions: dict) -> list:
+def note_size(text: str, width: int) -> list[int]:
+    """A MarkdownNote that holds `text` at the frontend's default textarea font (10 px; a little
+    room for 11 px): ~16 px lines, paragraph gaps, a heading."""
+    per_line = int((width - 24) / (11 * 0.5))
+    paragraphs = [line for line in text.split("\n") if line.strip()]
+    lines = sum(1 + len(line) // per_line for line in paragraphs)
+    return [width, 30 + 30 + 15 * lines + 10 * len(paragraphs)]
+
+
+def _groups(wf: Workflow, positions: dict, titles: dict) -> list:
     result = []
     for index, group in enumerate(wf.groups.values(), start=1):
         members = [n for n in wf.nodes if n.group == group.key]
         left = min(positions[n.id][0][0] for n in members) - MARGIN
         top = min(positions[n.id][0][1] for n in members) - GROUP_TITLE - NODE_TITLE
-        right = max(positions[n.id][0][0] + positions[n.id][1][0] for n in members) + MARGIN
+        right = max(max(positions[n.id][0][0] + positions[n.id][1][0] for n in members) + MARGIN,
+                    left + group_title_width(group.title))
         bottom = max(positions[n.id][0][1] + positions[n.id][1][1] for n in members) + MARGIN
         result.append({"id": index, "title": group.title, "bounding": [left, top, right - left, bottom - top],
                        "color": group.color, "font_size": 24, "flags": {}})
@@ -275,11 +399,25 @@ def _groups(wf: Workflow, positions: dict) -> list:
 # ---------------------------------------------------------------------------- workflows
 
 COMMON_NOTE = (
-    "\n\nFiles: put the checkpoint in models/checkpoints (or change the loader), and the sample "
-    "images from this pack's workflows/inputs/ folder in ComfyUI/input/ (or load your own). "
-    "Headless: python -m comfyui_inverse run <this file> --out out/ [--image photo.png] "
-    "[--ckpt your_model.safetensors]."
+    "\n\nFiles: put the checkpoint in models/checkpoints (or change the loader; a missing model is "
+    "listed with its download link when the workflow opens), and the sample images from this pack's "
+    "workflows/inputs/ folder in ComfyUI/input/ (or load your own). "
+    "Headless: `python -m comfyui_inverse run <this file> --out out/ [--image photo.png] "
+    "[--ckpt your_model.safetensors]`."
 )
+
+
+def markdown(note: str) -> str:
+    """The Note as Markdown (MarkdownNote renders it in the UI's proportional font): the first line,
+    written in capitals, becomes a sentence-case heading; the rest stays as written."""
+    first, _, rest = note.partition("\n\n")
+    words = [w.lower() if w.isascii() and w.isupper() and w.strip(":,").replace("-", "").isalpha() and w.strip(":,") not in KEEP_CAPS
+             else w for w in first.split(" ")]
+    heading = " ".join(words)
+    return f"### {heading[:1].upper()}{heading[1:]}\n\n{rest}"
+
+
+KEEP_CAPS = {"SDXL", "LORA", "VAE", "TREG"}
 
 
 def sd15_loader(wf: Workflow, prompt: str = "a high quality photo", negative: str = "", clip_vision=False):
@@ -356,13 +494,13 @@ def wf_sr4():
         "conditional conjugate ΠGDM sampler running inside the stock SamplerCustomAdvanced: Inverse Sigmas "
         "gives the method's 5-step grid, the stock CFG Guider and Random Noise do the rest.\n\n"
         "Models: diffusion (ε or v) checkpoints: SD1.5, SD2.x, SDXL (use an SDXL checkpoint, 1024² latents "
-        "and its own prompt encoders). For SD3/Flux use Sampler C-ΠGFM (see workflow 09).\n\n"
+        "and its own prompt encoders). For SD3/Flux use Sampler C-ΠGFM (see workflow 06).\n\n"
         "Parameters that work: steps 5–10; w 10–20 without noise (paper 15), 1–3 with noise (σ_y > 0); "
         "lambda 0 noiseless, −0.15 noisy; start 0.3–0.6 (lower stays closer to the measurement); cfg 1–3. "
         "The Empty Latent must have the restored size (512×512 here); or use Inverse Init Latent. "
         "PSNR/SSIM compare with the clean photo; consistency ‖Hx − y‖/‖y‖ should be near 0 (noiseless)."
         + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf)
     load, _, meas = synthetic_measurement(wf, "InverseSuperResolution", factor=4, kernel="bicubic")
     decode = modular_cpgdm(wf, ckpt, pos, neg, meas, steps=5, w=15.0, lam=0.0, start=0.4)
@@ -373,13 +511,13 @@ def wf_sr4():
 def wf_sr8():
     wf = Workflow("02_super_resolution_x8_cpgdm", (
         "SUPER-RESOLUTION ×8 with C-ΠGDM (10 steps, all-in-one node)\n\n"
-        "512×512 → 64×64 → restored. Inverse Solve (C-ΠGDM) is the all-in-one form of workflow 01 (same "
+        "512×512 → 64×64 → restored. Inverse Solve (C-ΠGDM) is the all-in-one form of workflow 03 (same "
         "code): preset 'custom' uses the widgets (10 steps, w 15, λ 0, start 0.5); 'auto' picks the papers' "
         "settings from the operator and the model family.\n\n"
         "Models: SD1.5 / SD2.x / SDXL checkpoints (C-ΠGDM); connect an SD3/Flux model and the same node "
         "runs C-ΠGFM.\n\nParameters that work: steps 8–20 for ×8 (more steps than ×4: less is known); "
         "w 10–20; start 0.4–0.7; cfg 1–3 with a descriptive prompt." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf)
     load, _, meas = synthetic_measurement(wf, "InverseSuperResolution", factor=8, kernel="bicubic")
     solve = all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="custom", steps=10, w=15.0, lam=0.0, start=0.5)
@@ -400,7 +538,7 @@ def wf_sr16_treg():
         "Parameters that work: steps 100–200 (paper 200); cfg 3–7 (paper 5); an_steps 5–10, an_lr 1e-3 "
         "for SR (5e-4 deblur); dc_every 3, dc_until 0.85, cg_iters 3–10, cg_lambda 1e-4. "
         "Describe the subject in the prompt. Empty Latent = restored size." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, cv = sd15_loader(wf, prompt="a portrait photo of a smiling astronaut, detailed face",
                                      negative=NULL_PROMPT, clip_vision=True)
     load, _, meas = synthetic_measurement(wf, "InverseSuperResolution", sigma_y=0.01, factor=16, kernel="bicubic")
@@ -429,7 +567,7 @@ def wf_gdeblur_cpgdm():
         "Models: SD1.5 / SD2.x / SDXL; SD3/Flux (C-ΠGFM) with the same node.\n\n"
         "Parameters that work: blur sigma 1–5 px; threshold 0.01–0.05 (higher = fewer, safer frequencies); "
         "boundary 'zero' for ordinary photos; preset custom: steps 5–15, w 10–20, start 0.3–0.5." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf)
     load, _, meas = synthetic_measurement(wf, "InverseGaussianBlur", sigma=3.0, kernel_size=0, threshold=0.03,
                                           boundary="zero")
@@ -448,7 +586,7 @@ def wf_gdeblur_treg():
         "Parameters that work: steps 100–200; cfg 3–7; an_lr 5e-4 for deblurring (1e-3 for SR); cg_iters 3–5 "
         "(few on purpose: early stopping regularises deblurring); cg_lambda 1e-4–1e-2 with more noise; "
         "dc_until 0.8–0.9." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, cv = sd15_loader(wf, prompt="a portrait photo of an astronaut", negative=NULL_PROMPT,
                                      clip_vision=True)
     load, _, meas = synthetic_measurement(wf, "InverseGaussianBlur", sigma_y=0.01, sigma=3.0, kernel_size=0,
@@ -469,9 +607,9 @@ def wf_motion():
         "or connect your own kernel image). Inverse Init Latent encodes H⁺y at the right size, so no latent "
         "size to set; the stock sampler path noises it to the start level.\n\n"
         "Models: SD1.5 / SD2.x / SDXL (for SD3/Flux: swap in Sampler C-ΠGFM and the flow loaders of "
-        "workflow 09).\n\nParameters that work: length 5–25 px; threshold 0.02–0.05; steps 5–15; w 10–20; "
+        "workflow 06).\n\nParameters that work: length 5–25 px; threshold 0.02–0.05; steps 5–15; w 10–20; "
         "start 0.4–0.6 (longer blur → higher)." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf)
     load, _, meas = synthetic_measurement(wf, "InverseMotionBlur", length=15.0, angle=0.0, trajectory_seed=7,
                                           threshold=0.03)
@@ -491,7 +629,7 @@ def wf_inpaint():
         "all-in-one node (C-ΠGFM).\n\nParameters that work: preset inpaint (start 0.6) or custom: steps 8–20, "
         "w 10–20, start 0.5–0.8 (large holes need more); dilate 0–8 px hides seams; a prompt describing the "
         "hole's content helps (cfg 2–4)." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf, prompt="a portrait photo of an astronaut")
     load, _, meas = synthetic_measurement(wf, "InverseInpainting", image=PHOTO_MASKED, threshold=0.5, dilate=0,
                                           resize_mask_to_image=False)
@@ -509,7 +647,7 @@ def wf_denoise():
         "Parameters that work: set sigma_y to the real noise level (0.02–0.2); for your own noisy photo use "
         "Measurement From Image with the Denoising Operator and that sigma_y; custom: w 1–3, λ −0.1…−0.2, "
         "start 0.3–0.5." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf)
     load, _, meas = synthetic_measurement(wf, "InverseDenoise", sigma_y=0.1)
     solve = all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto")
@@ -520,7 +658,7 @@ def wf_denoise():
 def wf_flow():
     wf = Workflow("09_super_resolution_x4_cpgfm_sd3", (
         "SUPER-RESOLUTION ×4 with C-ΠGFM on a rectified-flow model (SD3.5 Medium)\n\n"
-        "The flow version of workflow 01: Sampler C-ΠGFM + Inverse Sigmas (10 steps from noise 0.4, "
+        "The flow version of workflow 03: Sampler C-ΠGFM + Inverse Sigmas (10 steps from noise 0.4, "
         "uniform in t) in the stock SamplerCustomAdvanced, with stock loaders: Load Diffusion Model "
         "(UNETLoader), Load CLIP (type sd3; CLIP-L alone is enough for restoration: use Triple CLIP Loader "
         "for full SD3 prompts) and Load VAE (the SD3 VAE; or take MODEL and VAE from Load Checkpoint "
@@ -529,7 +667,7 @@ def wf_flow():
         "latent works for both; cfg 1). Not for SD1.5/SDXL (use C-ΠGDM).\n\n"
         "Parameters that work: steps 8–20 (paper 10); w 10–30 (paper 20); B 0.1–0.3 (paper 0.2); start 0.3–0.6; "
         "cfg 1–2 (Flux: 1). Empty SD3 Latent = restored size." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     wf.group("model", "Model (SD3.5 / rectified flow, stock loaders)", 0, "model")
     unet = wf.node("UNETLoader", "model", 0, title="Load Diffusion Model (SD3.5 Medium)", unet_name=SD35,
                    weight_dtype="default")
@@ -567,7 +705,7 @@ def wf_compose():
         "Models: SD1.5 checkpoint + an SD1.5 LoRA (SDXL: SDXL checkpoint + SDXL LoRA, 1024² size).\n\n"
         "Parameters that work: LoRA strength 0.3–1.0; steps 5–10; w 10–20; start 0.4–0.6; cfg 1–4 "
         "(raise cfg with a LoRA trigger word in the prompt)." + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     wf.group("model", "Model + LoRA (stock)", 0, "model")
     ckpt = wf.node("CheckpointLoaderSimple", "model", 0, ckpt_name=SD15, title="Load Checkpoint (SD1.5)")
     lora = wf.node("LoraLoader", "model", 0, model=ckpt[0], clip=ckpt[1], lora_name=LORA, strength_model=0.7,
@@ -611,7 +749,7 @@ def wf_real_photo():
         "sigma_y 0.005–0.03 for JPEG-ish photos (with σ_y > 0, preset auto uses w 2, λ −0.15); 'box' kernel "
         "for images made by area averaging. A prompt describing the photo (cfg 2–4) sharpens faces and text."
         + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf, prompt="a sharp detailed photo")
     wf.group("measure", "Measurement from your photo (no simulation)", 0, "measure")
     load = wf.node("LoadImage", "measure", 0, title="Your low-resolution photo", image=PHOTO_SMALL)
@@ -625,7 +763,7 @@ def wf_real_photo():
 def wf_sdxl():
     wf = Workflow("12_sdxl_upscale_x8_cpgdm", (
         "SDXL: YOUR OWN SMALL PHOTO upscaled ×8 to SDXL's native 1024×1024 (C-ΠGDM, all-in-one)\n\n"
-        "The same graph as workflow 11 with an SDXL checkpoint: a 128×128 photo declared as ×8 bicubic "
+        "The same graph as workflow 01 with an SDXL checkpoint: a 128×128 photo declared as ×8 bicubic "
         "downscaling (Measurement From Image) is restored at 1024×1024, the size SDXL was trained at. The "
         "stock Load Checkpoint gives MODEL, CLIP (CLIP-L + CLIP-G) and VAE; stock CLIP Text Encode works "
         "with SDXL's CLIP.\n\n"
@@ -634,7 +772,7 @@ def wf_sdxl():
         "Parameters that work: preset auto (σ_y > 0: w 2, λ −0.15); steps 10–20 for ×8; sigma_y 0.005–0.03; "
         "cfg 1–4 with a prompt that describes the photo. CPU: minutes per step at 1024² — use a GPU."
         + COMMON_NOTE))
-    wf.node("Note", "", text=wf.note)
+    wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     wf.group("model", "Model (SDXL checkpoint)", 0, "model")
     ckpt = wf.node("CheckpointLoaderSimple", "model", ckpt_name=SDXL, title="Load Checkpoint (SDXL)")
     pos = wf.node("CLIPTextEncode", "model", 1, title="Prompt", text="a sharp detailed photo", clip=ckpt[1])
@@ -689,7 +827,7 @@ THUMB_TASK = {  # workflow number -> label (ASCII: the default font has no Π or
 }
 
 
-def make_thumbnail(name: str, inputs: dict) -> None:
+def make_thumbnail(name: str, title: str, inputs: dict) -> None:
     """Degraded input (left) next to the clean sample (right), made with the pack's own operators."""
     import numpy as np
     import torch
@@ -735,7 +873,7 @@ def make_thumbnail(name: str, inputs: dict) -> None:
     draw.text((10, 12), THUMB_TASK[key], fill="white", font_size=24)
     draw.text((10, 280), "input", fill="#ccc", font_size=14)
     draw.text((262, 280), "clean photo (goal)" if key not in ("11", "12") else "what it shows", fill="#ccc", font_size=14)
-    canvas.save(WORKFLOWS / f"{name}.jpg", quality=85, optimize=True)
+    canvas.save(WORKFLOWS / f"{title}.jpg", quality=85, optimize=True)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -763,17 +901,17 @@ def main(argv=None) -> int:
         (WORKFLOWS / "api").mkdir(parents=True, exist_ok=True)
         for build in WORKFLOW_BUILDERS:
             wf = build()
-            if args.only and not any(wf.name.startswith(p) for p in args.only):
+            if args.only and not any(wf.title.startswith(p) or wf.name.startswith(p) for p in args.only):
                 continue
             ui = serialise(wf, object_info)
             warnings: list[str] = []
             api = ui_to_api(ui, object_info, warnings)
             if warnings:
                 raise SystemExit(f"{wf.name}: converter warnings: {warnings}")
-            (WORKFLOWS / f"{wf.name}.json").write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n")
-            (WORKFLOWS / "api" / f"{wf.name}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
-            make_thumbnail(wf.name, inputs)
-            print(f"wrote workflows/{wf.name}.json (+ api/, .jpg): {len(ui['nodes'])} nodes, {len(ui['links'])} links")
+            (WORKFLOWS / f"{wf.title}.json").write_text(json.dumps(ui, indent=1, ensure_ascii=False) + "\n")
+            (WORKFLOWS / "api" / f"{wf.title}.json").write_text(json.dumps(api, indent=1, ensure_ascii=False) + "\n")
+            make_thumbnail(wf.name, wf.title, inputs)
+            print(f"wrote workflows/{wf.title}.json (+ api/, .jpg): {len(ui['nodes'])} nodes, {len(ui['links'])} links")
     finally:
         if server is not None:
             server.stop()

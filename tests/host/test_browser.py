@@ -7,6 +7,7 @@ go to test-artifacts/browser/ (not committed)."""
 import importlib.util
 import json
 import os
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -292,7 +293,7 @@ METRIC_TEXT_JS = """([ids]) => Object.fromEntries(Object.entries(ids).map(([type
 
 def test_metric_values_stay_on_the_canvas_after_a_run(page, comfy):
     """The PSNR, SSIM and Measurement Consistency nodes show their ui text on the node (a
-    read-only text box from web/show_text.js) once the run is over."""
+    read-only text box from web/comfyui_inverse.js) once the run is over."""
     import numpy as np
     rows = np.linspace(0, 1, 48)[:, None, None]
     photo = comfy.upload_image((np.broadcast_to(rows, (48, 64, 3)) * 255).astype(np.uint8),
@@ -311,3 +312,162 @@ def test_metric_values_stay_on_the_canvas_after_a_run(page, comfy):
     assert shown["InverseSSIM"]["value"].startswith("SSIM: ")
     assert shown["InverseMeasurementConsistency"]["value"].startswith("‖Hx − y‖/‖y‖: ")
     assert all(item["shown"] for item in shown.values()), shown
+
+
+# What the stock frontend draws, measured with its own fonts: a node title is cut ("...") when it
+# is wider than the node minus two title heights (LGraphNode.drawTitleText); a group title is
+# never cut, it runs on past the group's right edge (LGraphGroup.draw).
+LAYOUT_JS = """() => {
+    const ctx = app.canvas.ctx;
+    ctx.save();
+    const nodes = app.graph.nodes.map(node => {
+        ctx.font = node.titleFontStyle;
+        const title = String(node.getTitle() ?? '');
+        return {id: node.id, type: node.type, title, width: node.size[0],
+                title_width: ctx.measureText(title).width,
+                room: node.size[0] - 2 * LiteGraph.NODE_TITLE_HEIGHT,
+                rect: [node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT,
+                       node.size[0], node.size[1] + LiteGraph.NODE_TITLE_HEIGHT]};
+    });
+    const groups = app.graph.groups.map(group => {
+        ctx.font = `${group.font_size}px ${LiteGraph.GROUP_FONT}`;
+        const [x, y, w, h] = group._bounding;
+        return {title: group.title, rect: [x, y, w, h], header: [x, y, w, group.titleHeight],
+                title_width: ctx.measureText(group.title).width + 2 * LGraphGroup.padding};
+    });
+    ctx.restore();
+    const sidebar = document.querySelector('.side-tool-bar-container');
+    const canvas = app.canvas.canvas.getBoundingClientRect();
+    // what covers the canvas's top edge: the tab bar, the floating workflow-name chip, the Run toolbar
+    const covers = Array.from(document.querySelectorAll(
+            '.workflow-tabs-container, [class*=breadcrumb], .actionbar, .comfyui-menu'))
+        .map(el => el.getBoundingClientRect()).filter(r => r.height > 0 && r.top < 200);
+    return {nodes, groups, scale: app.canvas.ds.scale, offset: [...app.canvas.ds.offset],
+            sidebar_right: sidebar ? sidebar.getBoundingClientRect().right : 0,
+            top: Math.max(0, ...covers.map(r => r.bottom)),
+            canvas: [canvas.left, canvas.top, canvas.width, canvas.height],
+            window: [window.innerWidth, window.innerHeight]};
+}"""
+
+NOTE_STYLE_JS = """() => Array.from(document.querySelectorAll('.comfy-markdown'))
+    .filter(el => el.getClientRects().length)
+    .map(el => { const style = getComputedStyle(el.querySelector('p, li, div') || el);
+                 return {kind: el.className, font: style.fontFamily, size: parseFloat(style.fontSize)}; })"""
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+@pytest.mark.parametrize("workflow_path", [p for p in pack_ui_workflows()], ids=lambda p: p.stem)
+def test_workflow_layout_is_readable_in_the_saved_view(page, workflow_path):
+    """Every node title fits its node, every group title its group, no two groups overlap, and the
+    view saved in the file (extra.ds, as a user opening it gets it) shows the whole graph on a
+    1920×1080 screen, clear of the sidebar and the tab bar."""
+    workflow = json.loads(workflow_path.read_text())
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    try:
+        page.evaluate("async ([w, name]) => { await app.loadGraphData(w, true, true, name); }",
+                      [workflow, workflow_path.stem])
+        page.wait_for_timeout(500)
+        layout = page.evaluate(LAYOUT_JS)
+        notes = page.evaluate(NOTE_STYLE_JS)
+        page.screenshot(path=str(ARTIFACTS / f"saved_view_{workflow_path.stem}.png"))
+    finally:
+        page.keyboard.press("Escape")
+        page.set_viewport_size({"width": 1920, "height": 1200})
+    (ARTIFACTS / f"layout_{workflow_path.stem}.json").write_text(json.dumps(layout, indent=1, ensure_ascii=False))
+
+    cut = [f"{n['title']!r}: {n['title_width']:.0f} px in {n['room']:.0f}" for n in layout["nodes"]
+           if n["title"] and n["title_width"] > n["room"]]
+    assert not cut, f"{workflow_path.stem}: node titles cut off: {cut}"
+    wide = [f"{g['title']!r}: {g['title_width']:.0f} px > group {g['rect'][2]:.0f}" for g in layout["groups"]
+            if g["title_width"] > g["rect"][2]]
+    assert not wide, f"{workflow_path.stem}: group titles run past their group: {wide}"
+    groups = layout["groups"]
+    crossing = [(a["title"], b["title"]) for i, a in enumerate(groups) for b in groups[i + 1:]
+                if _overlap(a["rect"], b["rect"])]
+    assert not crossing, f"{workflow_path.stem}: overlapping groups: {crossing}"
+
+    scale, (ox, oy) = layout["scale"], layout["offset"]
+    rects = [n["rect"] for n in layout["nodes"]] + [g["rect"] for g in groups]
+    left = min((r[0] + ox) * scale for r in rects)
+    top = min((r[1] + oy) * scale for r in rects)
+    right = max((r[0] + r[2] + ox) * scale for r in rects)
+    bottom = max((r[1] + r[3] + oy) * scale for r in rects)
+    width, height = layout["window"]
+    assert left >= layout["sidebar_right"] and top >= layout["top"], (
+        f"{workflow_path.stem}: the saved view hides the graph's left/top edge ({left:.0f}, {top:.0f}) under "
+        f"the sidebar ({layout['sidebar_right']:.0f}) or tab bar ({layout['top']:.0f})")
+    assert right <= width and bottom <= height, (
+        f"{workflow_path.stem}: the saved view cuts the graph at ({right:.0f}, {bottom:.0f}) on {width}×{height}")
+    # Proportional text (MarkdownNote), at the size the user's "Textarea widget font size" setting gives.
+    assert notes and all("mono" not in n["font"].lower() for n in notes), (
+        f"{workflow_path.stem}: the Note is in a monospace font: {notes}")
+
+
+CLOSE_DIALOGS_JS = """() => document.querySelectorAll('[role=dialog] button').forEach(b => {
+    if (/close/i.test(b.getAttribute('aria-label') || '') || b.querySelector('.pi-times, [class*=lucide--x]'))
+        b.click(); })"""
+
+
+def _template_titles_in_the_dialog(page, module: str) -> list[str]:
+    """Open the stock template browser, pick the pack's entry under Extensions, and read the card
+    titles in the order shown (default sort)."""
+    page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    page.locator("[role=dialog] nav [role=button]", has_text=module).first.click()
+    page.wait_for_timeout(1500)
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[role=dialog] main h3, '
+        + '[role=dialog] main [class*=line-clamp], [role=dialog] main p, [role=dialog] main span'))
+        .map(el => el.innerText.trim()).filter(Boolean)""")
+
+
+def test_template_browser_shows_human_titles_in_order(page, server):
+    """The frontend (1.32) titles a custom pack's template with its file name: the names are short
+    sentences (no snake_case), and the pack's extension lists them in file-name order."""
+    module = pack_link(server.base_dir / "custom_nodes").name
+    names = [path.stem for path in pack_ui_workflows()]
+    assert all(re.fullmatch(r"\d\d [A-Z][\w ,.()]+", name) and "_" not in name and len(name) <= 30
+               for name in names), names
+    try:
+        shown = _template_titles_in_the_dialog(page, module)
+        page.screenshot(path=str(ARTIFACTS / "template_browser.png"))
+    finally:
+        page.keyboard.press("Escape")
+        page.evaluate(CLOSE_DIALOGS_JS)  # Escape does not close the template browser
+    first_seen = list(dict.fromkeys(text for text in shown if text in names))
+    assert first_seen == names, f"template cards show {first_seen}, expected {names} in this order"
+
+
+def test_missing_checkpoint_dialog_and_partial_run_are_visible(page, comfy):
+    """Opening a workflow whose checkpoint is not installed lists it (with its download link) in the
+    frontend's missing-model dialog, read from the loader's properties.models; running it anyway
+    shows an error toast naming the loader, instead of a silent partial run."""
+    path = next(p for p in pack_ui_workflows() if p.name.startswith("04 "))
+    workflow = json.loads(path.read_text())
+    checkpoint = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    name = checkpoint["widgets_values"][0]
+    assert not (comfy.models_dir / "checkpoints" / name).exists()
+    for sample in ("inverse_astronaut_512.jpg",):  # the rest of the graph is valid: a partial run
+        comfy.upload_image(WORKFLOWS / "inputs" / sample, name=sample)
+    setting = "Comfy.Workflow.ShowMissingModelsWarning"
+    try:
+        page.evaluate(f"() => app.extensionManager.setting.set('{setting}', true)")
+        page.evaluate("async ([w, n]) => { await app.loadGraphData(w, true, true, n); }", [workflow, path.stem])
+        page.wait_for_function(f"""() => Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))
+            .some(d => d.innerText.includes({json.dumps(name)}))""", timeout=30_000)
+        dialog = page.evaluate(VISIBLE_DIALOGS_JS)
+        page.screenshot(path=str(ARTIFACTS / "missing_model_dialog.png"))
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+        page.evaluate("() => app.queuePrompt(0, 1)")
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('.p-toast-message-error'))
+            .some(t => t.innerText.includes('Not run'))""", timeout=60_000)
+        toasts = page.evaluate(PROBLEM_TOASTS_JS)
+        page.screenshot(path=str(ARTIFACTS / "missing_model_run_toast.png"))
+    finally:
+        page.evaluate(f"() => app.extensionManager.setting.set('{setting}', false)")
+        page.keyboard.press("Escape")
+        page.evaluate("() => document.querySelectorAll('.p-toast-close-button').forEach(b => b.click())")
+    assert any(name in text for text in dialog), dialog
+    assert any("Load Checkpoint" in t and name in t for t in toasts), toasts

@@ -414,7 +414,7 @@ def test_all_ones_mask_is_allowed_with_a_warning(server, tiny_models):
     log = server.log_text()[log_before:]
     assert re.search(r"mask.*every pixel.*missing", log, re.I | re.S), f"no warning in the log:\n{log[-2000:]}"
     assert "invert" in log.lower(), "the warning should say how to fix an inverted mask"
-    # ... and on the node itself (ui text, which web/show_text.js puts on the canvas)
+    # ... and on the node itself (ui text, which web/comfyui_inverse.js puts on the canvas)
     (shown,) = server.texts(history, "op")
     assert re.search(r"every pixel missing", shown) and "InvertMask" in shown, shown
 
