@@ -642,7 +642,7 @@ def wf_denoise():
     wf = Workflow("08_denoising_cpgdm", (
         "DENOISING with C-ΠGDM (σ_y given)\n\n"
         "Gaussian noise of σ_y = 0.1 (on the 0–1 scale) is added to the photo; the solver knows σ_y from the "
-        "measurement. Preset 'auto' switches to the papers' noisy settings (w 2, λ −0.15).\n\n"
+        "measurement. Preset 'auto' switches to the exact noisy C-ΠGDM map (noisy = exact, w 5, λ 0).\n\n"
         "Models: SD1.5 / SD2.x / SDXL; SD3/Flux via the same node (C-ΠGFM).\n\n"
         "Parameters that work: set sigma_y to the real noise level (0.02–0.2); for your own noisy photo use "
         "Measurement From Image with the Denoising Operator and that sigma_y; custom: w 1–3, λ −0.1…−0.2, "
@@ -746,7 +746,7 @@ def wf_real_photo():
         "(‖H·restored − photo‖/‖photo‖; about σ_y·√n/‖y‖ is as good as it gets).\n\n"
         "Models: SD1.5 / SD2.x / SDXL (SD3/Flux: the same node runs C-ΠGFM).\n\n"
         "Parameters that work: factor 2–8 (the photo's sides × factor must be multiples of 8: crop first); "
-        "sigma_y 0.005–0.03 for JPEG-ish photos (with σ_y > 0, preset auto uses w 2, λ −0.15); 'box' kernel "
+        "sigma_y 0.005–0.03 for JPEG-ish photos (with σ_y > 0, preset auto uses the exact noisy map, w 5); 'box' kernel "
         "for images made by area averaging. A prompt describing the photo (cfg 2–4) sharpens faces and text."
         + COMMON_NOTE))
     wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
@@ -769,7 +769,7 @@ def wf_sdxl():
         "with SDXL's CLIP.\n\n"
         "Models: SDXL base and SDXL fine-tunes (also Pony/Illustrious-style SDXL checkpoints; the VAE inside "
         "the checkpoint is used). SD1.5 works too at 512² (use a 64×64 photo, or factor 4).\n\n"
-        "Parameters that work: preset auto (σ_y > 0: w 2, λ −0.15); steps 10–20 for ×8; sigma_y 0.005–0.03; "
+        "Parameters that work: preset auto (σ_y > 0: the exact noisy map, w 5); steps 10–20 for ×8; sigma_y 0.005–0.03; "
         "cfg 1–4 with a prompt that describes the photo. CPU: minutes per step at 1024² — use a GPU."
         + COMMON_NOTE))
     wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
