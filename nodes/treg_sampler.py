@@ -17,6 +17,7 @@ from .comfy_bridge import (DYNAMIC_VRAM_SETTING, VaeBridge, interrupted, is_dyna
                            vae_downscale)
 from .convert import check_finite
 from .limits import check_solver_memory
+from .schema_extras import search_aliases
 from .treg_common import signed_measurement
 from .treg_guider import (CATEGORY, build_treg_guider, clip_vision_input, guidance_inputs, null_prediction,
                           prompt_inputs)
@@ -154,10 +155,12 @@ class TRegSolveNode(io.ComfyNode):
             display_name="TReg Solve",
             category=CATEGORY,
             description=(
-                "All-in-one TReg: restores the image behind the measurement with data consistency, the prompt and "
+                "All-in-one TReg: restores (upscales, deblurs, fills) the image behind the measurement with data "
+                "consistency, the prompt and "
                 "adaptive negation. Same code as TReg Guider + TReg Sampler + SamplerCustomAdvanced (same seed, same "
                 "pixels). Paper settings: 200 steps, cfg 5, null prompt \"out of focus, depth of field\"."
             ),
+            **search_aliases("upscale", "restore", "deblur", "super resolution", "text guided restoration"),
             inputs=[
                 io.Model.Input("model"),
                 *measurement_inputs(),
