@@ -235,9 +235,11 @@ def prepare_models(models_dir: Path, stand_in: str | None, python: str, comfy_ro
             if not (src / name).exists():
                 os.symlink(path.resolve(), src / name)
         print(f"[quality] assembling {assembled} (scripts/train_prior.py --assemble-checkpoint)", flush=True)
-        subprocess.run([python, str(REPO / "scripts" / "train_prior.py"), "--assemble-checkpoint", str(assembled),
+        partial = assembled.with_name(f"partial_{os.getpid()}.safetensors")  # another run may read `assembled`
+        subprocess.run([python, str(REPO / "scripts" / "train_prior.py"), "--assemble-checkpoint", str(partial),
                         "--out", str(src), "--threads", "1", "--comfy", str(comfy_root)], check=True,
                        stdout=subprocess.DEVNULL)
+        partial.replace(assembled)
     (models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     target = models_dir / "checkpoints" / CKPT_NAME
     if not target.exists():
@@ -583,8 +585,11 @@ def save_figure(path: Path, task_title: str, gts, rows: list[dict], n_train: int
     if not cols:
         return
     n = min(len(gts), len(cols[0]["images"]))
-    labels = ["ground truth", "measured y"] + [f"{r['method'].split(' (')[0]} {r['steps']}".replace(" (preset)", "")
-                                              for r in cols]
+    def label(r):
+        steps = str(r["steps"]).replace(" (preset)", "")
+        return r["method"].split(" (")[0] + (f", {steps} steps" if steps else "")
+
+    labels = ["ground truth", "measured y"] + [label(r) for r in cols]
     cell, pad, top, foot = CROP, 4, 30, 30
     width = len(labels) * (cell + pad) + pad
     height = top + n * (cell + pad) + foot
