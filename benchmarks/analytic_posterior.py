@@ -11,9 +11,10 @@ Rows:
                (samplers/presets.py), NFE straight steps, grid uniform in t from τ to 0 (the last step
                lands on x̂0); σ_y > 0: the exact per-mode noisy map (cpgdm_noisy.py, w = 5, k = 2) from
                the start policy's point (W y, the Wiener estimate, when the operator has a spectral form)
-  C-ΠGDM ω + restart  5 steps, re-noised to τ_r = 0.3, 5 more steps (10 NFE; samplers/restarts.py)
+  C-ΠGDM ω + restart  5 steps, re-noised to the preset's τ_r (0.3; inpainting 0.2), 5 more steps
+               (10 NFE; samplers/restarts.py)
   The headline's default is what preset "auto" runs at 10 NFE: "ω + restart" where the preset
-  has a restart (noiseless, except inpainting), else "ω".
+  has a restart (noiseless), else "ω" (noisy).
   C-ΠGDM paper w = 15, k = 0 (σ_y > 0: the released noisy map, w = 2, λ = −0.15), grid to t = 0.001
   DDNM         DDIM + x̂0 ← x̂0 + H⁺(y − Hx̂0) (noise-aware gain when σ_y > 0), same grid as C-ΠGDM ω
   ΠGDM         continuous ΠGDM, w = 3 (its best in the earlier runs; w = 1 is *not* the exact
@@ -43,7 +44,7 @@ import analytic_cases as ac  # noqa: E402
 from comfyui_inverse.samplers.presets import preset  # noqa: E402
 from comfyui_inverse.samplers import (GaussianMixturePrior, cpgdm, ddim, ddnm, dense_matrix,  # noqa: E402
                                       cpgfm, flow_sigmas_uniform_t, measurement_start, pigdm, vp_sigmas_uniform_t)
-from comfyui_inverse.samplers.restarts import TAU_RESTART, with_restarts  # noqa: E402
+from comfyui_inverse.samplers.restarts import with_restarts  # noqa: E402
 from comfyui_inverse.samplers.start_policy import policy_start  # noqa: E402
 
 N_SAMPLES = 256
@@ -76,7 +77,7 @@ def run_case(case, z, z2, full: bool):
         put("C-ΠGDM ω", nfe, lambda: cpgdm(den, case.problem, sig, xs, w=p["w"], k=p["k"], lam=p["lam"], vjp=vjp))
         if nfe == 10:
             half = vp_sigmas_uniform_t(5, t_start=p["start"], t_end=0.0, dtype=torch.float64)
-            again = vp_sigmas_uniform_t(5, t_start=TAU_RESTART, t_end=0.0, dtype=torch.float64)
+            again = vp_sigmas_uniform_t(5, t_start=p["restart_start"], t_end=0.0, dtype=torch.float64)
             x5 = policy_start(case.problem, float(half[0]), "vp", noise=z)
 
             def default(sigmas, x):

@@ -78,7 +78,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
                                measurement, vae, w: float, lam: float, vjp: str = "autograd",
                                bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True,
                                checkpoint: bool = True, k: float = 0.0, method: str = "conjugate",
-                               noisy: str = "paper", restarts: int = 0):
+                               noisy: str = "paper", restarts: int = 0, restart_start: float = core.TAU_RESTART):
     """KSAMPLER function: C-ΠGDM ('vp') or C-ΠGFM ('flow'), or DDNM (method="ddnm", 'vp'), on the model."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -97,7 +97,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
 
     steps = len(sigmas) - 1
     # restarts re-noise the result to τ_r and sample again on this model's grid (samplers/restarts.py)
-    restart_sigmas = (inverse_sigmas(base.model_sampling, steps, core.TAU_RESTART).to(sigmas)
+    restart_sigmas = (inverse_sigmas(base.model_sampling, steps, restart_start).to(sigmas)
                       if restarts else None)
     current = {"sigmas": sigmas, "offset": 0}
 
@@ -206,7 +206,8 @@ _NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto",
-                 k: float = 0.0, method: str = "conjugate", noisy: str = "paper", restarts: int = 0):
+                 k: float = 0.0, method: str = "conjugate", noisy: str = "paper", restarts: int = 0,
+                 restart_start: float = core.TAU_RESTART):
     check_finite(w=w, lam=lam, k=k)
     if isinstance(restarts, bool) or int(restarts) != restarts or not 0 <= restarts <= MAX_RESTARTS:
         raise ValueError(f"restarts: must be an integer from 0 to {MAX_RESTARTS}, got {restarts}.")
@@ -231,7 +232,7 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
                                                          or (vjp == "autograd" and bridge == "pixel_bridge")))
     options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
                "vjp": vjp, "bridge_mode": bridge_mode, "start": start, "k": float(k), "method": method, "noisy": noisy,
-               "restarts": int(restarts)}
+               "restarts": int(restarts), "restart_start": float(restart_start)}
     return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
 
 
@@ -495,14 +496,15 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
     if not isinstance(measurement, Measurement):
         check_measurement(measurement, (1, 1, 1, 1), 8)
     method = "conjugate" if sampler == "auto" else sampler
+    restart_start = core.TAU_RESTART  # the presets may choose another
     if preset_name != "custom":
         p = preset(preset_name, kind, measurement.operator, measurement.sigma_y, measurement.image_shape)
         steps, w, lam, start, k, noisy = p["steps"], p["w"], p["lam"], p["start"], p["k"], p["noisy"]
-        restarts = p["restarts"]
+        restarts, restart_start = p["restarts"], p["restart_start"]
         method = p["sampler"] if sampler == "auto" else sampler
     sigmas = inverse_sigmas(ms, steps, start)
     ksampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode, k=k, method=method, noisy=noisy,
-                            restarts=restarts)
+                            restarts=restarts, restart_start=restart_start)
     base = model.model
     down = VaeBridge(vae, base.latent_format).downscale
     b, _, h, wd = measurement.image_shape
