@@ -262,6 +262,16 @@ class FlowStep:
     kj_par: float
 
 
+def check_flow_weight(jacobian_term: str, k: float) -> None:
+    """The C-ΠGFM weight options shared by the noiseless and the exact noisy maps."""
+    if jacobian_term not in ("paper", "released"):
+        raise ValueError(f'jacobian_term must be "paper" or "released", got {jacobian_term!r}.')
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k:g}.")
+    if k and jacobian_term == "released":
+        raise ValueError('jacobian_term="released" is defined for the paper\'s weight only (k = 0).')
+
+
 def flow_coefficients(sigmas: list[float], w: float = 20.0, lam: float = 0.2, jacobian_term: str = "paper",
                       t_integral_start: float = 0.0, k: float = 0.0) -> list[FlowStep]:
     """Per-step C-ΠGFM coefficients (spec §6) on a ComfyUI CONST σ grid, t = 1 − σ.
@@ -275,12 +285,7 @@ def flow_coefficients(sigmas: list[float], w: float = 20.0, lam: float = 0.2, ja
     and b gains k[−t − ln(1−t) − 2t³/3]. b → ∞ at t = 1: a step ending at σ = 0 puts the
     range part exactly on H⁺y. ky then comes from d/ds e^{a+b} = (B + γ)e^{a+b}.
     """
-    if jacobian_term not in ("paper", "released"):
-        raise ValueError(f'jacobian_term must be "paper" or "released", got {jacobian_term!r}.')
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k:g}.")
-    if k and jacobian_term == "released":
-        raise ValueError('jacobian_term="released" is defined for the paper\'s weight only (k = 0).')
+    check_flow_weight(jacobian_term, k)
     ti = t_integral_start
 
     def a(t):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .coefficients import _GL_NODES, _GL_WEIGHTS, _PANELS
+from .coefficients import _GL_NODES, _GL_WEIGHTS, _PANELS, check_flow_weight
 from .cpgdm_noisy import _CHUNK, mode_noise_ratio, per_rho
 
 
@@ -112,12 +112,7 @@ def flow_mode_step_coefficients(t: float, tn: float, rho, w: float, lam: float, 
 def cpgfm_exact_noisy(run, problem, spectrum, *, w: float, lam: float, sigma_y: float, jacobian_term: str = "paper",
                       k: float = 0.0):
     """Run the exact noisy C-ΠGFM on a prepared flow `Run` (see cpgfm()); returns the final state."""
-    if jacobian_term not in ("paper", "released"):
-        raise ValueError(f'jacobian_term must be "paper" or "released", got {jacobian_term!r}.')
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k:g}.")
-    if k and jacobian_term == "released":
-        raise ValueError('jacobian_term="released" is defined for the paper\'s weight only (k = 0).')
+    check_flow_weight(jacobian_term, k)
     rho, inv = mode_noise_ratio(spectrum, sigma_y)
     use_jac = run.vjp.name != "none" and (w != 0.0 or k != 0.0)
 
