@@ -128,6 +128,14 @@ def center_crops(images, size):
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)
 
 
+def optimizer_step(torch, opt, params, loss) -> None:
+    """One clipped optimiser step (every stage trains the same way)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def lr_at(step, total, base, warmup):
     if step < warmup:
         return base * (step + 1) / warmup
@@ -210,10 +218,7 @@ def train_ae(torch, args, log, train_images, test_images):
         rec = model.taesd_decoder(z)
         mse = torch.nn.functional.mse_loss(rec, x)
         loss = mse + cfg["latent_l2"] * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(torch, opt, params, loss)
         dt = time.perf_counter() - t0
         if step % 5 == 0 or step == total - 1:
             log(f"[ae] step {step + 1}/{total} mse {mse.item():.5f} "
@@ -514,10 +519,7 @@ def train_unet(torch, args, log, stage, latents):
         loss = torch.nn.functional.mse_loss(pred, target)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg["steps"], cfg["lr"], cfg["warmup"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        optimizer_step(torch, opt, params, loss)
         dt = time.perf_counter() - t0
         if step % 5 == 0 or step == total - 1:
             log(f"[{stage}] step {step + 1}/{total} loss {loss.item():.5f} "
