@@ -117,7 +117,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
                   else contextlib.nullcontext()):
                 return _run_method(kind, denoiser, problem, sig, xx, w, lam, mode, report, k, noisy)
 
-        return core.with_restarts(sample, x, sigmas, restart_sigmas, restarts, kind, generator)
+        return core.with_restarts(sample, x, sigmas, restart_sigmas, restarts, kind, generator,
+                                  should_stop=interrupted)
 
     try:
         return sample_with(vjp)

@@ -27,11 +27,12 @@ def renoise(x: torch.Tensor, sigma0: float, kind: str, noise: torch.Tensor) -> t
 
 
 def with_restarts(sample, x: torch.Tensor, sigmas, restart_sigmas, restarts: int, kind: str = "vp",
-                  generator: torch.Generator | None = None, noises=None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, noises=None, should_stop=None) -> torch.Tensor:
     """sample(sigmas, x), then `restarts` times sample(restart_sigmas, renoise(out, restart_sigmas[0])).
 
     `sample(sigmas, x)` runs any sampler on a grid from state x; `noises` (optional list) fixes the
-    restart noise instead of drawing it from `generator`.
+    restart noise instead of drawing it from `generator`. `should_stop()` true (a cancel) ends the run
+    before the next restart, so a cancelled segment is not followed by a fresh one.
     """
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
         raise ValueError(f"restarts must be an integer >= 0, got {restarts!r}.")
@@ -39,6 +40,8 @@ def with_restarts(sample, x: torch.Tensor, sigmas, restart_sigmas, restarts: int
     if restarts and restart_sigmas is None:
         raise ValueError("restarts > 0 needs restart_sigmas (the grid to sample again on).")
     for r in range(restarts):
+        if should_stop is not None and should_stop():
+            break
         s0 = float(restart_sigmas[0])
         z = noises[r] if noises is not None else gaussian_noise(out.shape, generator, out.device, out.dtype)
         out = sample(restart_sigmas, renoise(out, s0, kind, z))
