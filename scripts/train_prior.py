@@ -55,18 +55,18 @@ STAGE_IDS = {"ae": 1, "latents": 2, "eps": 3, "flow": 4}
 CONFIG = {
     "seed": 20261201,
     "image_short_sides": [128, 256],      # each training image kept at these scales (uint8)
-    "ae": {"steps": 300, "batch": 6, "crop": 64, "lr": 1e-3, "warmup": 20,
-           "latent_l2": 1e-4, "ckpt_every": 20},
+    "ae": {"steps": 2500, "batch": 8, "crop": 64, "lr": 1e-3, "warmup": 50,
+           "latent_l2": 1e-4, "ckpt_every": 50},
     "latents": {"count": 768, "crop": 128, "batch": 16},
     "unet": {"num_res_blocks": [1], "channel_mult": [1], "transformer_depth": [1],
              "transformer_depth_output": [0, 0], "transformer_depth_middle": -2},
     # UNet batches are random window x window crops of the cached 16x16 latents (cheaper steps,
     # more positions; convolutions and attention do not care about the size).
-    "eps": {"steps": 400, "batch": 12, "window": 10, "lr": 4e-4, "warmup": 30, "ckpt_every": 25},
+    "eps": {"steps": 1500, "batch": 12, "window": 10, "lr": 4e-4, "warmup": 50, "ckpt_every": 50},
     # The flow UNet is the eps UNet plus a low-rank delta (stored as a ComfyUI LoRA): two full
     # SD1.5-layout UNets (13.6M parameters each at the narrowest config SD15 detection accepts)
     # do not fit the 40 MB budget in fp16.
-    "flow": {"steps": 150, "batch": 12, "window": 10, "lr": 1e-3, "warmup": 20, "ckpt_every": 25,
+    "flow": {"steps": 600, "batch": 12, "window": 10, "lr": 1e-3, "warmup": 30, "ckpt_every": 50,
              "lora_rank": 48, "logit_normal": [0.0, 1.0]},
     "eval": {"short_side": 128, "sigmas": [0.5, 1.0, 2.0]},
 }
