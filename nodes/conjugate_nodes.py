@@ -88,7 +88,11 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         log.warning("comfyui-inverse: the latent's noise_mask is ignored by %s; use the Inpainting Operator "
                     "to say which pixels are unknown.", METHOD[family])
     generator = torch.Generator().manual_seed(int(extra_args.get("seed") or 0))
-    problem = _latent_problem(guider, base, measurement, vae, x, bridge_mode, cancel_bias, generator)
+    # noisy="exact" (the presets' choice) also takes the start policy's point and the noise-aware DDNM;
+    # "paper" (the widget default, what an old saved workflow gets) keeps E(H⁺y) and the plain projection
+    exact = noisy == "exact"
+    problem = _latent_problem(guider, base, measurement, vae, x, bridge_mode, cancel_bias, generator,
+                              "policy" if exact else "pinv")
     x = _start_latent(model, x, sigmas, problem, kind, start, generator)
     vjp = _choose_vjp(guider, base, vjp, family)
 
@@ -110,8 +114,9 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         def sample(sig, xx):
             current["offset"] = 0 if sig is sigmas else current["offset"] + steps
             current["sigmas"] = sig
-            if method == "ddnm":  # no Jacobian; the latent surrogate is a projector: the noiseless projection
-                return core.ddnm(denoiser, problem, sig, xx, sigma_y=0.0, callback=report, should_stop=interrupted)
+            if method == "ddnm":  # no Jacobian; noise-aware per-mode gain on the latent grid when σ_y > 0 and exact
+                return core.ddnm(denoiser, problem, sig, xx, sigma_y=None if exact else 0.0, callback=report,
+                                 should_stop=interrupted)
             # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
             with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
                   else contextlib.nullcontext()):
@@ -143,7 +148,8 @@ def _check_family(base, family: str) -> str:
     return kind
 
 
-def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_bias: bool, generator):
+def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_bias: bool, generator,
+                    start_point: str = "pinv"):
     """The measurement mapped to the latent grid of `x` (samplers/latent_problem.py), VAE loaded."""
     bridge = VaeBridge(vae, base.latent_format)
     mode = resolve_bridge(bridge_mode)
@@ -157,19 +163,21 @@ def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_
             return make_latent_problem(mode, measurement.operator, y, bridge.decode,
                                        bridge.encode, sigma_y_signed=2.0 * measurement.sigma_y,
                                        downscale=bridge.downscale, cancel_bias=cancel_bias, generator=generator,
-                                       fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted)
+                                       fd_rel_step=3e-2 if half_vae else 1e-3, should_stop=interrupted,
+                                       start_point=start_point)
     except ValueError as err:
         raise ValueError(f"measurement: {err}") from err
 
 
 def _start_latent(model, x, sigmas, problem, kind: str, start: str, generator) -> torch.Tensor:
-    """The latent to start from: the stock noised latent, or E(H⁺y) + seeded noise (see START_CHOICES)."""
+    """The latent to start from: the stock noised latent, or the problem's start point (E(H⁺y), or E(W y) by
+    the start policy) + seeded noise (see START_CHOICES)."""
     latent_image = getattr(model, "latent_image", None)
     from_latent = latent_image is not None and bool(torch.count_nonzero(latent_image))
     if start == "measurement" or (start == "auto" and not from_latent):
         # data-dependent start from E(H⁺y); the stock path only made seeded noise
         sigma0 = float(sigmas.detach().cpu()[0])
-        shim = types.SimpleNamespace(pinv_y=problem.target)
+        shim = types.SimpleNamespace(pinv_y=problem.start_latent)
         return core.measurement_start(shim, sigma0, kind, generator=generator, dtype=torch.float32).to(x.dtype)
     return x
 
@@ -309,8 +317,10 @@ def _noisy_input(custom_only: bool = False):
         + "Only matters when the measurement has noise (sigma_y > 0). exact: the noisy ΠGDM/ΠGFM guidance "
           "solved exactly per singular mode of the operator (upscale, blur, inpainting, colorization, denoise; "
           "other operators fall back to paper with a console note); measured 3–10× closer to the exact posterior "
-          "than paper and never refused (use w = 5, k = 2). paper: the released method (C-ΠGDM's σ_y correction, "
-          "refused when unstable, e.g. deblurring; C-ΠGFM ignores sigma_y), the old behaviour.")
+          "than paper and never refused (use w = 5, k = 2); it also starts from the Wiener estimate W y (damps the "
+          "operator's weak modes, where H⁺y is mostly amplified noise) instead of H⁺y. paper: the released method "
+          "(C-ΠGDM's σ_y correction, refused when unstable, e.g. deblurring; C-ΠGFM ignores sigma_y), the old "
+          "behaviour.")
 
 
 def _restarts_input(used_with: str = ""):  # appended last, default 0 = old behaviour
@@ -463,7 +473,7 @@ class InverseSolveConjugate(io.ComfyNode):
                 io.Combo.Input("enforce_measurement", options=["off", "on"], default="off", optional=True,
                                tooltip="on: after decoding, move the image onto the measurement in pixel space "
                                        "(x ← x + H⁺(y − Hx), exact agreement for a noiseless measurement; with "
-                                       "sigma_y > 0 only until the residual reaches the noise level). Same as the "
+                                       "sigma_y > 0 the smallest change that brings the residual to the noise level). Same as the "
                                        "Enforce Measurement node. The result is clamped to [0, 1]."),
                 _noisy_input(custom_only=True),
                 _restarts_input(" Used with preset = custom (the presets set it)."),
@@ -569,14 +579,21 @@ class SamplerDDNM(io.ComfyNode):
                                tooltip="auto: start from the measurement (encoded H⁺y + seeded noise) unless the "
                                        "latent is non-empty. measurement / input_latent force one."),
                 _restarts_input(),
+                io.Combo.Input(  # last, default = the old behaviour (plain projection, E(H⁺y) start)
+                    "noisy", options=list(NOISY_CHOICES), default="paper", optional=True,
+                    tooltip="Only matters when the measurement has noise (sigma_y > 0). exact: the noise-aware "
+                            "projection (each singular mode of the operator corrected by s²r²/(s²r² + σ_y²), so "
+                            "weak modes do not copy the noise) and, for upscale/blur/inpainting/colorization/denoise, "
+                            "the start from the Wiener estimate W y instead of H⁺y (the presets' choice). paper: the "
+                            "plain projection x̂0 + H⁺(y − Hx̂0) of the DDNM paper, the old behaviour."),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
-    def execute(cls, measurement, vae, start="auto", restarts=0) -> io.NodeOutput:
+    def execute(cls, measurement, vae, start="auto", restarts=0, noisy="paper") -> io.NodeOutput:
         return io.NodeOutput(make_sampler("vp", measurement, vae, 0.0, 0.0, "none", "auto", start, method="ddnm",
-                                          restarts=restarts))
+                                          restarts=restarts, noisy=noisy))
 
 
 class EnforceMeasurement(io.ComfyNode):
@@ -587,8 +604,9 @@ class EnforceMeasurement(io.ComfyNode):
             display_name="Enforce Measurement",
             category=CATEGORY,
             description="Moves a restored image onto its measurement: x ← x + H⁺(y − Hx), so that it reproduces a "
-                        "noiseless measurement exactly; with sigma_y > 0 only until the residual is at the noise "
-                        "level. Use after VAE Decode of a latent model, whose decoder never agrees with y exactly.",
+                        "noiseless measurement exactly; with sigma_y > 0 the smallest change that brings the residual "
+                        "to the noise level (x ← x + (HᵀH + αI)⁻¹Hᵀ(y − Hx), α by the discrepancy principle: "
+                        "weak modes, where H⁺ would amplify the noise, are barely touched). Use after VAE Decode of a latent model, whose decoder never agrees with y exactly.",
             inputs=[
                 io.Image.Input("image", tooltip="The restored image (the unknown image of this measurement)."),
                 MeasurementType.Input("measurement"),

@@ -33,8 +33,8 @@ def noise_aware_correction(operator, y: torch.Tensor, x0: torch.Tensor, sigma_y:
     alpha = sigma_y**2 / max(r2, 1e-300)
     spectrum = operator.spectral(tuple(x0.shape))
     if spectrum is not None:  # V diag(s²/(s² + α)) Vᵀ H⁺r = V diag(s/(s² + α)) Uᵀ r
-        s2 = spectrum.s**2
-        return spectrum.apply(operator.pinv(resid), s2 / (s2 + alpha))
+        s2 = spectrum.s**2  # σ_y = 0: gain 1 on range(H), the plain projection
+        return spectrum.apply(operator.pinv(resid), torch.where(s2 > 0, s2 / (s2 + alpha), torch.zeros_like(s2)))
     v = conjugate_gradient(lambda u: operator.forward(operator.adjoint(u)) + alpha * u, resid,
                            torch.zeros_like(resid), iters, tol=1e-10)
     return operator.adjoint(v.to(x0.dtype))
@@ -45,18 +45,22 @@ def ddnm(denoiser, problem, sigmas, x=None, *, sigma_y: float | None = None, gen
     """DDNM over ComfyUI VP σ; noise-aware correction when σ_y > 0. Returns the state at sigmas[-1].
 
     `problem` needs project/residual (noiseless); the noise-aware form also needs
-    problem.operator and problem.y (a pixel-space OperatorProblem).
+    problem.state_measurement() (pixel problems: H and y; latent surrogates: the latent-grid H and
+    H·target, with σ_y in latent units).
     """
     sigma_y = float(problem.sigma_y if sigma_y is None else sigma_y)
     run = Run(denoiser, sigmas, x, "vp", problem=problem, generator=generator, callback=callback,
               should_stop=should_stop, work_dtype=work_dtype)
-    if sigma_y > 0 and getattr(problem, "y", None) is None:
-        raise ValueError("the noise-aware DDNM needs a pixel-space problem with the measurement y (sigma_y > 0).")
+    if sigma_y > 0:
+        if not hasattr(problem, "state_measurement"):
+            raise ValueError("the noise-aware DDNM (sigma_y > 0) needs a problem with state_measurement() "
+                             "(an OperatorProblem or a latent problem).")
+        operator, y = problem.state_measurement()
     coefs = vp_coefficients(run.sigmas, w=0.0, lam=0.0, closed_form=True)
 
     def correct(x0, c):
         if sigma_y > 0:
-            return x0 + noise_aware_correction(problem.operator, problem.y, x0, sigma_y, c.sigma**2 / (1 + c.sigma**2))
+            return x0 + noise_aware_correction(operator, y, x0, sigma_y, c.sigma**2 / (1 + c.sigma**2))
         return x0 + problem.residual(x0)
 
     return ddim_steps(run, coefs, correct)

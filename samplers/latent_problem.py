@@ -38,6 +38,11 @@ consistent target (`consistent_target`, mode "consistent_target")
     E(H⁺y) itself is not consistent: E is not D⁺ restricted to what H sees. On the exact
     linear-VAE benchmark this target equals the oracle's wherever y determines the latent.
 
+start point (`start_latent`, every mode)
+    the latent the sampler noises at its first σ: the target, or with start_point="policy" the
+    encoded pixel point of the start policy (samplers/start_policy.py: E(W y), the Wiener
+    estimate, for a noisy measurement whose pixel operator has a spectral form; else the target).
+
 Scales: pixel tensors are on the models' [-1, 1] scale (y_signed = 2y − H·1, σ_y doubled),
 latents are the model's *processed* latents (latent_format.process_in applied).
 """
@@ -48,7 +53,8 @@ import torch
 
 from ..operators.latent import to_latent_grid
 from .cg import conjugate_gradient
-from .problem import ProjectorProblem
+from . import start_policy
+from .problem import OperatorProblem, ProjectorProblem
 
 BRIDGE_MODES = ("latent_surrogate", "consistent_target", "pixel_bridge")
 TARGET_CG_ITERS = 10  # CG steps of `consistent_target` in mode "consistent_target"
@@ -74,6 +80,7 @@ class LatentSurrogateProblem(ProjectorProblem):
         self.operator = latent_operator
         self.sigma_y = float(sigma_y)
         self.target = target_latent
+        self.start_latent = target_latent  # make_latent_problem may set the start policy's point
         self.pinv_y = latent_operator.project(target_latent)
 
     def fidelity(self, x0_hat: torch.Tensor):
@@ -179,14 +186,18 @@ def latent_noise_level(encode, pixels: torch.Tensor, sigma_pixels: float, genera
 
 def make_latent_problem(mode: str, operator, y_signed: torch.Tensor, decode, encode, *, sigma_y_signed: float = 0.0,
                         downscale: int = 8, latent_operator=None, cancel_bias: bool = True, generator=None,
-                        fd_rel_step: float = 1e-3, should_stop=None):
+                        fd_rel_step: float = 1e-3, should_stop=None, start_point: str = "pinv"):
     """Build the latent problem for `mode` ("latent_surrogate" | "consistent_target" | "pixel_bridge").
 
     y_signed and sigma_y_signed are on the [-1, 1] image scale. The target E(H⁺y) is encoded
     once; σ_y is converted to latent units by `latent_noise_level` (seeded by `generator`).
+    start_point "pinv": `start_latent` is the target (the old start); "policy": the start policy's
+    pixel point, encoded (one more encode when that is W y ≠ H⁺y).
     """
     if mode not in BRIDGE_MODES:
         raise ValueError(f"bridge mode must be one of {BRIDGE_MODES}, got {mode!r}.")
+    if start_point not in ("pinv", "policy"):
+        raise ValueError(f'start_point must be "pinv" or "policy", got {start_point!r}.')
     lat_op = latent_operator if latent_operator is not None else to_latent_grid(operator, downscale)
     hy = operator.pinv(y_signed)
     with torch.no_grad():
@@ -196,9 +207,15 @@ def make_latent_problem(mode: str, operator, y_signed: torch.Tensor, decode, enc
         target = consistent_target(operator, y_signed, decode, target, fd_rel_step=fd_rel_step,
                                    should_stop=should_stop)
     if mode in ("latent_surrogate", "consistent_target"):
-        return LatentSurrogateProblem(lat_op, target, sigma_lat)
-    return PixelBridgeProblem(operator, y_signed, lat_op, decode, encode, target_latent=target,
-                              sigma_y=sigma_lat, cancel_bias=cancel_bias)
+        problem = LatentSurrogateProblem(lat_op, target, sigma_lat)
+    else:
+        problem = PixelBridgeProblem(operator, y_signed, lat_op, decode, encode, target_latent=target,
+                                     sigma_y=sigma_lat, cancel_bias=cancel_bias)
+    pixel = OperatorProblem(operator, y_signed, sigma_y_signed)
+    if start_point == "policy" and start_policy.choose_start_point(pixel) == "wiener":
+        with torch.no_grad():  # H⁺y keeps the target (corrected or not) as the start
+            problem.start_latent = encode(start_policy.start_point(pixel).to(hy.dtype))
+    return problem
 
 
 def pixel_measurement_error(operator, y_signed: torch.Tensor, decode, latent: torch.Tensor) -> torch.Tensor:

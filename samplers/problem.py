@@ -9,6 +9,7 @@ pixel bridge built by the node layer):
   noise_cov(x)        M x = H⁺(H⁺)ᵀ x  (only the noisy C-ΠGDM needs it)
   fidelity(x0_hat)    (Hᵀ(y − H x̂0), ‖y − H x̂0‖ per sample)  (only DPS needs it)
   sigma_y             measurement noise std (in the units of y)
+  state_measurement() (operator, y) of the measurement in the state space (noise-aware corrections)
 
 Samplers call these with float64 (or float32) tensors; implementations cast as they need.
 """
@@ -33,6 +34,11 @@ class ProjectorProblem:
     def noise_cov(self, x: torch.Tensor) -> torch.Tensor:
         return self.operator.pinv(self.operator.pinv_adjoint(x))
 
+    def state_measurement(self):
+        """(operator, y) with y = H·pinv_y: the measurement as the state-space operator sees it (H H⁺y = y
+        for y in range(H)). A pixel problem overrides it with its actual y (noise outside range(H) kept)."""
+        return self.operator, self.operator.forward(self.pinv_y)
+
 
 class OperatorProblem(ProjectorProblem):
     """Pixel-space problem for y = H x0 + σ_y n with an exact `LinearOperator` H."""
@@ -46,6 +52,9 @@ class OperatorProblem(ProjectorProblem):
         self.y = y
         self.sigma_y = float(sigma_y)
         self.pinv_y = operator.pinv(y)
+
+    def state_measurement(self):
+        return self.operator, self.y
 
     def fidelity(self, x0_hat: torch.Tensor):
         r = self.y.to(x0_hat.dtype) - self.operator.forward(x0_hat)

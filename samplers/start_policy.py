@@ -48,6 +48,15 @@ def choose_start_point(problem, sigma_y: float | None = None) -> str:
     return "pinv"
 
 
+def start_point(problem, sigma_y: float | None = None) -> torch.Tensor:
+    """The clean point the start policy noises: W y ("wiener") or H⁺y ("pinv"), in the problem's space."""
+    from .cpgdm_noisy import wiener_y
+
+    if choose_start_point(problem, sigma_y) == "wiener":
+        return wiener_y(problem, sigma_y=sigma_y)
+    return problem.pinv_y
+
+
 def policy_start(problem, sigma0: float, kind: str = "vp", generator=None, noise=None, dtype=None):
     """The start state at σ0 from the chosen point: W y + σ0·z or H⁺y + σ0·z (flow: (1−σ0)·point + σ0·z)."""
     from .common import measurement_start

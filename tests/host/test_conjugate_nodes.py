@@ -250,3 +250,18 @@ def test_noisy_widget_old_workflows_keep_paper_and_exact_runs_where_paper_is_ref
     check_restored(comfy, comfy.run(prompt, timeout=300), 4)
     sampler.update({"noisy": "paper", "w": 15.0, "k": 0.0})
     expect_execution_error(comfy, prompt, "sigma_y = 0.05", "noisy = exact")
+
+
+def test_ddnm_noisy_widget_old_workflows_keep_the_plain_projection(comfy, tiny_models, photo):
+    """SamplerDDNM's `noisy` widget (issue 13): a graph without it (an old saved workflow) runs the plain
+    projection from E(H⁺y) bit for bit; noisy=exact (noise-aware projection, Wiener start) differs."""
+    prompt = modular_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, start=0.4)
+    prompt["meas"]["inputs"]["sigma_y"] = 0.05
+    prompt["sampler"] = node("SamplerDDNM", measurement=["meas", 0], vae=prompt["sampler"]["inputs"]["vae"])
+    _, old = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    prompt["sampler"]["inputs"]["noisy"] = "paper"
+    _, paper = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    assert np.array_equal(old, paper)
+    prompt["sampler"]["inputs"]["noisy"] = "exact"
+    _, exact = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
+    assert not np.allclose(exact, paper, atol=1e-4)

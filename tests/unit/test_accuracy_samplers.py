@@ -190,6 +190,47 @@ def test_enforce_measurement(prior):
     assert torch.equal(enforce_measurement(op, close, y, sigma_y), close)
 
 
+@pytest.mark.parametrize("op", [SuperResolution(4, "bicubic"), GaussianBlur(1.0), MotionBlur(3, 45.0),
+                                Inpainting(_mask()), Colorization()], ids=lambda o: type(o).__name__)
+def test_noisy_enforce_is_the_least_change_tikhonov_step_at_the_noise_level(prior, op):
+    """σ_y > 0: x + (HᵀH + αI)⁻¹Hᵀ(y − Hx) (the dense solve) with α such that the residual is σ_y·√m
+    (noise outside range(H), e.g. in an inpainting hole, counted), and no larger than the uniform
+    step x + β·H⁺(y − Hx) that reaches the same residual."""
+    from comfyui_inverse.samplers.consistency import morozov_alpha
+
+    sigma_y = 0.05
+    x = prior.sample(3, torch.Generator().manual_seed(7))
+    y = op.forward(prior.sample(3, torch.Generator().manual_seed(8)))
+    y = y + sigma_y * torch.randn(y.shape, generator=torch.Generator().manual_seed(9), dtype=y.dtype)
+    out = enforce_measurement(op, x, y, sigma_y)
+    level = sigma_y * math.sqrt(y[0].numel())
+    resid = y - op.forward(x)
+    torch.testing.assert_close((op.forward(out) - y).flatten(1).norm(dim=1), torch.full((3,), level, dtype=torch.float64),
+                               rtol=1e-8, atol=0)
+    alpha = morozov_alpha(op.spectral((3, *SHAPE)), resid, op.pinv(resid), level)
+    h = dense_matrix(op, SHAPE)
+    for i in range(3):
+        dense = torch.linalg.solve(h.T @ h + float(alpha[i]) * torch.eye(h.shape[1], dtype=torch.float64),
+                                   h.T @ resid[i].reshape(-1))
+        torch.testing.assert_close((out - x)[i].reshape(-1), dense, rtol=1e-7, atol=1e-9)
+    uniform_norm = enforce_measurement(op, x, y)  # β·H⁺r with β from the range-part residual
+    r_range = op.forward(op.pinv(resid)).flatten(1).norm(dim=1)
+    r_out2 = resid.flatten(1).pow(2).sum(1) - r_range**2
+    beta = 1.0 - (level**2 - r_out2).clamp_min(0).sqrt() / r_range
+    uniform = (beta.view(-1, 1, 1, 1) * (uniform_norm - x)).flatten(1).norm(dim=1)
+    assert ((out - x).flatten(1).norm(dim=1) <= uniform * (1 + 1e-9)).all()
+
+
+@pytest.mark.parametrize("op", [SuperResolution(4, "bicubic"), GaussianBlur(1.0), MotionBlur(3, 45.0),
+                                Inpainting(_mask()), Colorization()], ids=lambda o: type(o).__name__)
+def test_noise_aware_steps_at_sigma_y_zero_are_the_noiseless_projection(prior, op):
+    x = prior.sample(2, torch.Generator().manual_seed(7))
+    y = op.forward(prior.sample(2, torch.Generator().manual_seed(8)))
+    plain = op.pinv(y - op.forward(x))
+    torch.testing.assert_close(noise_aware_correction(op, y, x, 0.0, 0.3), plain, rtol=0, atol=1e-10)
+    torch.testing.assert_close(enforce_measurement(op, x, y, 0.0), x + plain, rtol=0, atol=1e-10)
+
+
 def test_start_policy_and_presets():
     shape = (1, 3, 64, 64)
     assert choose_start_time(Colorization(), shape) == 0.6

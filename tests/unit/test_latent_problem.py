@@ -210,3 +210,58 @@ def test_consistent_target_never_makes_a_nonlinear_decoders_target_less_consiste
     after = pixel_measurement_error(op, y, decode, refined)
     assert (after <= before + 1e-7).all()
     assert (after < 0.9 * before).any()  # and the step helps where the linearisation holds
+
+
+# ------------------------------------------------------------------ start policy and noise-aware projection (issue 13)
+
+def test_policy_start_is_the_encoded_wiener_estimate_only_for_noisy_spectral_measurements():
+    from comfyui_inverse.samplers import OperatorProblem, wiener_y
+
+    vae = ToyVAE()
+    op = ops.SuperResolution(4, kernel="box")
+    _, y = measurement(op, vae)
+    for mode in ("latent_surrogate", "pixel_bridge"):
+        noisy = make_latent_problem(mode, op, y, vae.decode, vae.encode, sigma_y_signed=0.1, start_point="policy")
+        expected = vae.encode(wiener_y(OperatorProblem(op, y, 0.1)))
+        assert torch.allclose(noisy.start_latent, expected, atol=TOL)
+        assert not torch.allclose(noisy.start_latent, noisy.target, atol=1e-3)  # W y damps the weak modes of H⁺y
+        # noiseless, or start_point="pinv" (the old start): the target itself
+        for prob in (make_latent_problem(mode, op, y, vae.decode, vae.encode, start_point="policy"),
+                     make_latent_problem(mode, op, y, vae.decode, vae.encode, sigma_y_signed=0.1)):
+            assert prob.start_latent is prob.target
+    with pytest.raises(ValueError, match="start_point"):
+        make_latent_problem("latent_surrogate", op, y, vae.decode, vae.encode, start_point="wiener")
+
+
+def test_latent_noise_aware_projection_is_the_dense_tikhonov_update_on_the_latent_grid():
+    from comfyui_inverse.samplers import dense_matrix, ddnm
+    from comfyui_inverse.samplers.ddnm import noise_aware_correction
+
+    vae = ToyVAE()
+    op = mask_op()  # latent grid: a latent mask (one cell missing)
+    _, y = measurement(op, vae)
+    for mode in ("latent_surrogate", "pixel_bridge"):
+        prob = make_latent_problem(mode, op, y, vae.decode, vae.encode, sigma_y_signed=0.1)
+        lat_op, y_lat = prob.state_measurement()
+        assert lat_op is prob.operator and torch.allclose(lat_op.pinv(y_lat), prob.pinv_y, atol=TOL)
+        x0 = torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        h = dense_matrix(lat_op, LATENT)
+        r = (y_lat - lat_op.forward(x0)).reshape(2, -1)
+        alpha = prob.sigma_y**2 / 0.3
+        dense = (h.T @ torch.linalg.solve(h @ h.T + alpha * torch.eye(h.shape[0], dtype=torch.float64), r.T)).T
+        got = noise_aware_correction(lat_op, y_lat, x0, prob.sigma_y, 0.3)
+        torch.testing.assert_close(got.reshape(2, -1), dense, rtol=1e-8, atol=1e-10)
+        # σ_y = 0 is the plain projection H⁺(y − Hx̂0) = P(target) − P x̂0 to rounding
+        plain = noise_aware_correction(lat_op, y_lat, x0, 0.0, 0.3)
+        torch.testing.assert_close(plain, prob.residual(x0) if mode == "latent_surrogate" else
+                                   prob.pinv_y - prob.project(x0), rtol=0, atol=1e-10)
+    # the latent DDNM takes the noise-aware step (it refused latent problems before) and differs from the plain one
+    prior = mixture_prior(shape=LATENT, n_components=2, seed=0)
+    sig = vp_sigmas_uniform_t(4, 0.4, 0.001, dtype=torch.float64)
+    prob = make_latent_problem("latent_surrogate", op, y, vae.decode, vae.encode, sigma_y_signed=0.1)
+    x = prob.start_latent + float(sig[0]) * torch.randn(2, *LATENT, generator=torch.Generator().manual_seed(3),
+                                                         dtype=torch.float64)
+    aware, plain = ddnm(prior.denoiser("vp"), prob, sig, x), ddnm(prior.denoiser("vp"), prob, sig, x, sigma_y=0.0)
+    assert torch.isfinite(aware).all() and not torch.allclose(aware, plain, atol=1e-4)
+    zero = make_latent_problem("latent_surrogate", op, y, vae.decode, vae.encode)
+    assert torch.equal(ddnm(prior.denoiser("vp"), zero, sig, x), plain)
