@@ -24,17 +24,18 @@ import latent_preview
 from .. import samplers as core
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
-from .limits import check_solver_memory
+from .limits import autograd_fits, check_solver_memory, gigabytes
 from .comfy_bridge import (VaeBridge, checkpointed_blocks, grad_enabled, interrupted, is_dynamic,
-                           make_differentiable, model_kind, model_sampling_of)
+                           make_differentiable, model_kind, model_sampling_of, vae_downscale)
 from .presets import PRESET_NAMES, preset
+from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_gradient, tile_inputs, tiled_denoiser
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, check_measurement
 
 log = logging.getLogger("comfyui-inverse")
 
 CATEGORY = "inverse/samplers"
-VJP_MODES = ("autograd", "finite_difference", "none")
+VJP_MODES = ("autograd", "finite_difference", "none", "auto")
 BRIDGE_CHOICES = ("auto",) + BRIDGE_MODES
 START_CHOICES = ("auto", "measurement", "input_latent")
 NOISY_CHOICES = ("exact", "paper")
@@ -78,7 +79,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
                                measurement, vae, w: float, lam: float, vjp: str = "autograd",
                                bridge_mode: str = "auto", start: str = "auto", cancel_bias: bool = True,
                                checkpoint: bool = True, k: float = 0.0, method: str = "conjugate",
-                               noisy: str = "paper", restarts: int = 0, restart_start: float = core.TAU_RESTART):
+                               noisy: str = "paper", restarts: int = 0, restart_start: float = core.TAU_RESTART,
+                               tile_size: int = 0, tile_overlap: int = 0):
     """KSAMPLER function: C-ΠGDM ('vp') or C-ΠGFM ('flow'), or DDNM (method="ddnm", 'vp'), on the model."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -91,14 +93,16 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     # noisy="exact" (the presets' choice) also takes the start policy's point and the noise-aware DDNM;
     # "paper" (the widget default, what an old saved workflow gets) keeps E(H⁺y) and the plain projection
     exact = noisy == "exact"
+    tiles = latent_tiles(tile_size, tile_overlap, vae_downscale(vae))  # None = untiled
     problem = _latent_problem(guider, base, measurement, vae, x, bridge_mode, cancel_bias, generator,
-                              "policy" if exact else "pinv")
+                              "policy" if exact else "pinv", tiles)
     x = _start_latent(model, x, sigmas, problem, kind, start, generator)
-    vjp = _choose_vjp(guider, base, vjp, family)
+    vjp = _choose_vjp(guider, base, vjp, family, x, tiles)
 
-    def denoiser(xx, s):
+    def model_call(xx, s):
         return model(xx, s, denoise_mask=None, **extra_args)
 
+    denoiser = tiled_denoiser(model_call, base, x.shape, tiles, vjp == "autograd", x.device, METHOD[family])
     steps = len(sigmas) - 1
     # restarts re-noise the result to τ_r and sample again on this model's grid (samplers/restarts.py)
     restart_sigmas = (inverse_sigmas(base.model_sampling, steps, restart_start).to(sigmas)
@@ -149,9 +153,9 @@ def _check_family(base, family: str) -> str:
 
 
 def _latent_problem(guider, base, measurement, vae, x, bridge_mode: str, cancel_bias: bool, generator,
-                    start_point: str = "pinv"):
+                    start_point: str = "pinv", tiles=None):
     """The measurement mapped to the latent grid of `x` (samplers/latent_problem.py), VAE loaded."""
-    bridge = VaeBridge(vae, base.latent_format)
+    bridge = bridge_for(vae, base.latent_format, tiles)
     mode = resolve_bridge(bridge_mode)
     bridge.load(also=[guider.model_patcher], grad=(mode == "consistent_target"), what="bridge_mode consistent_target",
                 fix="choose bridge_mode latent_surrogate or pixel_bridge")
@@ -182,9 +186,15 @@ def _start_latent(model, x, sigmas, problem, kind: str, start: str, generator) -
     return x
 
 
-def _choose_vjp(guider, base, vjp: str, family: str) -> str:
+def _choose_vjp(guider, base, vjp: str, family: str, x=None, tiles=None) -> str:
     """The Jacobian mode to run with: finite differences for a model whose autograd failed before, or
-    whose weights ComfyUI's dynamic VRAM loader streams (nothing can backpropagate through those)."""
+    whose weights ComfyUI's dynamic VRAM loader streams (nothing can backpropagate through those);
+    "auto" = autograd when its estimated step memory fits in free memory, else finite differences."""
+    if vjp == "auto":
+        fits, needed, free = autograd_fits(base, x.shape, x.device, tiles[0] if tiles else None)
+        vjp = "autograd" if fits else "finite_difference"
+        log.info("comfyui-inverse: vjp auto → %s (autograd step needs about %s%s, %s free).", vjp, gigabytes(needed),
+                 " per tile" if tiles else "", gigabytes(free))
     if vjp == "autograd" and base.diffusion_model in _NO_AUTOGRAD:  # failed before: do not pay the try again
         log.info("comfyui-inverse: %s uses the finite-difference Jacobian for this model (autograd failed on an "
                  "earlier run).", METHOD[family])
@@ -216,10 +226,11 @@ _NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, bridge_mode: str, start: str = "auto",
                  k: float = 0.0, method: str = "conjugate", noisy: str = "paper", restarts: int = 0,
-                 restart_start: float = core.TAU_RESTART):
+                 restart_start: float = core.TAU_RESTART, tile_size: int = 0, tile_overlap: int = 0):
     check_finite(w=w, lam=lam, k=k)
     if isinstance(restarts, bool) or int(restarts) != restarts or not 0 <= restarts <= MAX_RESTARTS:
         raise ValueError(f"restarts: must be an integer from 0 to {MAX_RESTARTS}, got {restarts}.")
+    tiles = latent_tiles(tile_size, tile_overlap)
     if noisy not in NOISY_CHOICES:
         raise ValueError(f"noisy: unknown choice {noisy!r}; choose one of {NOISY_CHOICES}.")
     if not k >= 0:
@@ -237,11 +248,15 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
         raise ValueError("vae: no VAE connected. Connect the VAE of the model (e.g. from Load Checkpoint or Load VAE).")
     if isinstance(measurement, Measurement):
         bridge = resolve_bridge(bridge_mode)  # both keep a decoder graph: consistent_target once, pixel_bridge per step
+        if bridge == "consistent_target":
+            refuse_decoder_gradient(tiles, "bridge_mode consistent_target")
         check_solver_memory(vae, measurement, with_grad=(bridge == "consistent_target"
-                                                         or (vjp == "autograd" and bridge == "pixel_bridge")))
+                                                         or (vjp == "autograd" and bridge == "pixel_bridge")),
+                            tiled=tiles is not None)
     options = {"family": family, "measurement": measurement, "vae": vae, "w": float(w), "lam": float(lam),
                "vjp": vjp, "bridge_mode": bridge_mode, "start": start, "k": float(k), "method": method, "noisy": noisy,
-               "restarts": int(restarts), "restart_start": float(restart_start)}
+               "restarts": int(restarts), "restart_start": float(restart_start),
+               "tile_size": int(tile_size or 0), "tile_overlap": int(tile_overlap or 0)}
     return comfy.samplers.KSAMPLER(conjugate_sampler_function, extra_options=options)
 
 
@@ -288,7 +303,8 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
         io.Combo.Input("vjp", options=list(VJP_MODES), default="autograd",
                        tooltip="Jacobian term: autograd (exact, one backward pass per step; falls back to "
                                "finite_difference for models like Flux), finite_difference (two extra model calls), "
-                               "none (Jacobian-free, fastest)."),
+                               "none (Jacobian-free, fastest), auto (autograd when its memory estimate fits in free "
+                               "memory, else finite_difference; the log names the choice)."),
         io.Combo.Input("bridge_mode", options=list(BRIDGE_CHOICES), default="auto",
                        tooltip="latent_surrogate: operator and measurement mapped to the latent grid (fast). "
                                "consistent_target: the same, with the encoded measurement first corrected so that "
@@ -304,6 +320,7 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
         _k_input(),
         _noisy_input(),
         _restarts_input(),
+        *tile_inputs(),
     ]
 
 
@@ -358,9 +375,9 @@ class SamplerConjugatePiGDM(io.ComfyNode):
 
     @classmethod
     def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper",
-                restarts=0) -> io.NodeOutput:
+                restarts=0, tile_size=0, tile_overlap=128) -> io.NodeOutput:
         return io.NodeOutput(make_sampler("vp", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy,
-                                          restarts=restarts))
+                                          restarts=restarts, tile_size=tile_size, tile_overlap=tile_overlap))
 
 
 class SamplerConjugatePiGFM(io.ComfyNode):
@@ -378,9 +395,9 @@ class SamplerConjugatePiGFM(io.ComfyNode):
 
     @classmethod
     def execute(cls, measurement, vae, w, lam, vjp, bridge_mode, start="auto", k=0.0, noisy="paper",
-                restarts=0) -> io.NodeOutput:
+                restarts=0, tile_size=0, tile_overlap=128) -> io.NodeOutput:
         return io.NodeOutput(make_sampler("flow", measurement, vae, w, lam, vjp, bridge_mode, start, k, noisy=noisy,
-                                          restarts=restarts))
+                                          restarts=restarts, tile_size=tile_size, tile_overlap=tile_overlap))
 
 
 class InverseSigmas(io.ComfyNode):
@@ -477,6 +494,7 @@ class InverseSolveConjugate(io.ComfyNode):
                                        "Enforce Measurement node. The result is clamped to [0, 1]."),
                 _noisy_input(custom_only=True),
                 _restarts_input(" Used with preset = custom (the presets set it)."),
+                *tile_inputs(),
             ],
             outputs=[io.Image.Output(display_name="image"), io.Latent.Output(display_name="latent")],
         )
@@ -484,9 +502,11 @@ class InverseSolveConjugate(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
                 vjp="autograd", bridge_mode="auto", sampler="auto", k=0.0,
-                enforce_measurement="off", noisy="paper", restarts=0) -> io.NodeOutput:
+                enforce_measurement="off", noisy="paper", restarts=0, tile_size=0,
+                tile_overlap=128) -> io.NodeOutput:
         image, latent = solve(model, vae, positive, negative, measurement, preset, steps, cfg, w, lam, start, seed,
-                              vjp, bridge_mode, sampler, k, enforce_measurement, noisy, restarts)
+                              vjp, bridge_mode, sampler, k, enforce_measurement, noisy, restarts, tile_size,
+                              tile_overlap)
         return io.NodeOutput(image, latent)
 
 
@@ -495,7 +515,7 @@ SAMPLER_CHOICES = ("auto", "conjugate", "ddnm")
 
 def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
           vjp="autograd", bridge_mode="auto", sampler="auto", k=0.0, enforce_measurement="off", noisy="paper",
-          restarts=0):
+          restarts=0, tile_size=0, tile_overlap=0):
     """The all-in-one path: stock CFGGuider + our SAMPLER + sigmas, as SamplerCustomAdvanced runs them."""
     check_finite(cfg=cfg, w=w, lam=lam, start=start, k=k)
     if sampler not in SAMPLER_CHOICES:
@@ -515,7 +535,8 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
         method = p["sampler"] if sampler == "auto" else sampler
     sigmas = inverse_sigmas(ms, steps, start)
     ksampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode, k=k, method=method, noisy=noisy,
-                            restarts=restarts, restart_start=restart_start)
+                            restarts=restarts, restart_start=restart_start, tile_size=tile_size,
+                            tile_overlap=tile_overlap)
     base = model.model
     down = VaeBridge(vae, base.latent_format).downscale
     b, _, h, wd = measurement.image_shape
@@ -537,9 +558,7 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
             f" Preset {preset_name!r} chose these noisy settings (w = {w:g}, lambda = {lam:g}) because sigma_y > 0: "
             "set sigma_y to 0, or choose preset 'custom' with a smaller w.")) from err.__cause__
     samples = samples.to(comfy.model_management.intermediate_device())
-    image = vae.decode(samples)
-    if image.ndim == 5:
-        image = image.reshape(-1, *image.shape[-3:])
+    image = decode_output(vae, samples, latent_tiles(tile_size, tile_overlap))
     if enforce_measurement == "on":
         image = enforce_on_image(image, measurement)
     return image, {"samples": samples}
@@ -586,14 +605,17 @@ class SamplerDDNM(io.ComfyNode):
                             "weak modes do not copy the noise) and, for upscale/blur/inpainting/colorization/denoise, "
                             "the start from the Wiener estimate W y instead of H⁺y (the presets' choice). paper: the "
                             "plain projection x̂0 + H⁺(y − Hx̂0) of the DDNM paper, the old behaviour."),
+                *tile_inputs(),
             ],
             outputs=[io.Sampler.Output()],
         )
 
     @classmethod
-    def execute(cls, measurement, vae, start="auto", restarts=0, noisy="paper") -> io.NodeOutput:
+    def execute(cls, measurement, vae, start="auto", restarts=0, noisy="paper", tile_size=0,
+                tile_overlap=128) -> io.NodeOutput:
         return io.NodeOutput(make_sampler("vp", measurement, vae, 0.0, 0.0, "none", "auto", start, method="ddnm",
-                                          restarts=restarts, noisy=noisy))
+                                          restarts=restarts, noisy=noisy, tile_size=tile_size,
+                                          tile_overlap=tile_overlap))
 
 
 class EnforceMeasurement(io.ComfyNode):

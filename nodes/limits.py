@@ -16,6 +16,7 @@ from .comfy_bridge import vae_downscale
 VAE_ESTIMATE_SHARE = 0.5
 GRAD_FACTOR = 6.0  # decode + backward keeps activations: measured 5.4× (AutoencoderKL) and 2.7× (TAESD) at 256²
 PIXEL_BUFFERS = 8  # float32 image-sized tensors a solver holds at once (y, H⁺y, x̂0, CG vectors)
+VAE_TILE = 512  # pixels: the tiled VAE's tile side in tiled mode (the stock VAE Decode (Tiled) default)
 
 
 def gigabytes(n: float) -> str:
@@ -40,9 +41,17 @@ def check_memory(required_bytes: int, device, what: str, fix: str = "Use a small
                          f"is free on {device}. {fix}")
 
 
-def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, with_grad: bool = False) -> int:
-    """Peak working memory of one decode/encode pass of `vae` over images of `image_shape` (B×C×H×W)."""
+def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, with_grad: bool = False,
+                        tiled: bool = False) -> int:
+    """Peak working memory of one decode/encode pass of `vae` over images of `image_shape` (B×C×H×W).
+
+    tiled: the VAE works on VAE_TILE² tiles (one image of the batch at a time); only the image-sized
+    solver buffers grow with the image.
+    """
     b, _, h, w = (int(v) for v in image_shape)
+    if tiled:
+        vae_part = solver_memory_bytes(vae, (1, 3, min(h, VAE_TILE), min(w, VAE_TILE)), latent_channels, with_grad)
+        return int(vae_part + PIXEL_BUFFERS * b * 3 * h * w * 4)
     latent_channels = latent_channels or int(getattr(vae, "latent_channels", 4))
     down = vae_downscale(vae)
     dtype = vae.vae_dtype
@@ -53,19 +62,36 @@ def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, wi
 
 
 def check_solver_memory(vae, measurement, latent_channels: int | None = None, with_grad: bool = False,
-                        what: str = "measurement", free_bytes: int | None = None) -> None:
+                        what: str = "measurement", free_bytes: int | None = None, tiled: bool = False) -> None:
     """Call in a solver node's execute (or sampler factory) before loading models or sampling.
 
     with_grad: the solver backpropagates through the VAE decoder (TReg use_dps, pixel-bridge VJP).
     """
     b, _, h, w = (int(v) for v in measurement.image_shape)
-    required = solver_memory_bytes(vae, measurement.image_shape, latent_channels, with_grad)
-    half = solver_memory_bytes(vae, (b, 3, h // 2, w // 2), latent_channels, with_grad)
+    required = solver_memory_bytes(vae, measurement.image_shape, latent_channels, with_grad, tiled)
+    half = solver_memory_bytes(vae, (b, 3, h // 2, w // 2), latent_channels, with_grad, tiled)
     batch = f"{b} images of " if b > 1 else ""
     check_memory(
         required, vae.device, f"{what}: restoring {batch}{w}×{h} pixels",
-        fix=(f"Restore a smaller image (half the size, {w // 2}×{h // 2}, needs about {gigabytes(half)}), "
-             + ("fewer images per batch, " if b > 1 else "")
-             + "or restore it in tiles (crop, restore, stitch)."),
+        fix=(f"Restore a smaller image (half the size, {w // 2}×{h // 2}, needs about {gigabytes(half)})"
+             + (", fewer images per batch" if b > 1 else "")
+             + ("" if tiled else ", or turn on tiled mode (tile_size 1024 for SDXL/SD3/Flux, 512 for SD1.5)") + "."),
         free_bytes=free_bytes, patcher=getattr(vae, "patcher", None),
     )
+
+
+# Peak of an autograd C-ΠGDM/C-ΠGFM step over a stock inference step, with the model's blocks
+# checkpointed during the VJP: measured 1.1–1.8× on the tiny SD1.5/SD3 (benchmarks/results/tiling.md);
+# 2.5 leaves room for the models not measured at every size.
+AUTOGRAD_STEP_FACTOR = 2.5
+
+
+def autograd_fits(base_model, latent_shape, device, tile: int | None = None, free_bytes: int | None = None):
+    """(fits, needed bytes, free bytes) for the autograd VJP of one model call on `latent_shape`
+    (one tile of side `tile` latent pixels in tiled mode), from ComfyUI's own inference estimate."""
+    b, c, h, w = (int(v) for v in latent_shape)
+    if tile:
+        h, w = min(h, tile), min(w, tile)
+    needed = AUTOGRAD_STEP_FACTOR * base_model.memory_required((b, c, h, w))
+    free = free_memory(device) if free_bytes is None else free_bytes
+    return needed <= free, int(needed), int(free)

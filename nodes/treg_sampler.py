@@ -13,11 +13,12 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, seed_generator, treg_sample
-from .comfy_bridge import (DYNAMIC_VRAM_SETTING, VaeBridge, interrupted, is_dynamic, make_differentiable, model_kind,
+from .comfy_bridge import (DYNAMIC_VRAM_SETTING, interrupted, is_dynamic, make_differentiable, model_kind,
                            vae_downscale)
 from .convert import check_finite
 from .limits import check_solver_memory
 from .schema_extras import search_aliases
+from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_gradient, tile_inputs, tiled_denoiser
 from .treg_common import signed_measurement
 from .treg_guider import (CATEGORY, build_treg_guider, clip_vision_input, guidance_inputs, null_prediction,
                           prompt_inputs)
@@ -28,7 +29,7 @@ log = logging.getLogger("comfyui-inverse")
 
 
 def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disable=None, *, measurement, vae,
-                          dc_every, dc_until, cg_iters, lam, use_dps, dps_scale):
+                          dc_every, dc_until, cg_iters, lam, use_dps, dps_scale, tile_size=0, tile_overlap=0):
     """KSAMPLER body: builds decode/encode/y from the model being sampled and runs the TReg core."""
     extra_args = dict(extra_args or {})
     guider = model.inner_model
@@ -44,7 +45,8 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
             "use_dps: DPS steps backpropagate through the UNet, whose weights ComfyUI's dynamic VRAM loader streams "
             f"and cannot differentiate. Turn use_dps off (data consistency alone is TReg), or start ComfyUI with "
             f"{DYNAMIC_VRAM_SETTING}.")
-    bridge = VaeBridge(vae, base.latent_format)
+    tiles = latent_tiles(tile_size, tile_overlap, vae_downscale(vae))  # None = untiled
+    bridge = bridge_for(vae, base.latent_format, tiles)
     y = signed_measurement(measurement, x.shape, bridge.downscale, x.device)
     # Load UNet, VAE and CLIP vision together: loading one later alone may evict another on a small GPU.
     clip_vision = getattr(guider, "treg_clip_vision", None)
@@ -58,9 +60,11 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
         def dps_denoise(x_in, sigma_b, null_embedding):
             return null_prediction(guider, x_in, sigma_b, extra_args.get("model_options", {}))
 
-    def denoise(x_in, sigma_b, null_embedding):
+    def model_call(x_in, sigma_b, null_embedding=None):
         # the guider's CFG x̂0; it reads the null embedding from the same negation itself
         return model(x_in, sigma_b, **extra_args)
+
+    denoise = tiled_denoiser(model_call, base, x.shape, tiles, False, x.device, "TReg")
 
     def report(k, x_k, x0):
         if callback is not None:
@@ -75,14 +79,19 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
     )
 
 
-def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, lam, use_dps, dps_scale=0.0):
+def make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, lam, use_dps, dps_scale=0.0, tile_size=0,
+                      tile_overlap=0):
     check_finite(dc_until=dc_until, cg_lambda=lam, dps_scale=dps_scale)
     if vae is None:
         raise ValueError("vae: no VAE connected (the checkpoint has none?). Connect the VAE that belongs to the model, e.g. with Load VAE.")
     check_measurement_image(measurement, vae_downscale(vae))
-    check_solver_memory(vae, measurement, with_grad=bool(use_dps))
+    tiles = latent_tiles(tile_size, tile_overlap)
+    if use_dps:
+        refuse_decoder_gradient(tiles, "use_dps")
+    check_solver_memory(vae, measurement, with_grad=bool(use_dps), tiled=tiles is not None)
     options = dict(measurement=measurement, vae=vae, dc_every=int(dc_every), dc_until=float(dc_until),
-                   cg_iters=int(cg_iters), lam=float(lam), use_dps=bool(use_dps), dps_scale=float(dps_scale))
+                   cg_iters=int(cg_iters), lam=float(lam), use_dps=bool(use_dps), dps_scale=float(dps_scale),
+                   tile_size=int(tile_size or 0), tile_overlap=int(tile_overlap or 0))
     return comfy.samplers.KSAMPLER(treg_sampler_function, extra_options=options)
 
 
@@ -128,13 +137,16 @@ class SamplerTRegNode(io.ComfyNode):
             ),
             inputs=[*sampler_inputs(),
                     io.Float.Input("dps_scale", default=0.0, min=0.0, max=100.0, step=0.01,
-                                   tooltip="DPS step size; 0 = √ᾱ of the next step, as the reference.")],
+                                   tooltip="DPS step size; 0 = √ᾱ of the next step, as the reference."),
+                    *tile_inputs()],
             outputs=[io.Sampler.Output(display_name="sampler")],
         )
 
     @classmethod
-    def execute(cls, measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale) -> io.NodeOutput:
-        return io.NodeOutput(make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale))
+    def execute(cls, measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale, tile_size=0,
+                tile_overlap=128) -> io.NodeOutput:
+        return io.NodeOutput(make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, dps_scale,
+                                               tile_size, tile_overlap))
 
 
 def run_guided(model, guider, sampler, sigmas, latent: dict, seed: int) -> torch.Tensor:
@@ -172,6 +184,7 @@ class TRegSolveNode(io.ComfyNode):
                 *consistency_inputs(),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
                 clip_vision_input(),  # optional, so after the required inputs
+                *tile_inputs(),
             ],
             outputs=[
                 io.Image.Output(display_name="image"),
@@ -183,9 +196,11 @@ class TRegSolveNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, measurement, vae, positive, negative, steps, scheduler, cfg, an_steps, an_lr, an_method,
-                dc_every, dc_until, cg_iters, cg_lambda, use_dps, seed, clip_vision=None) -> io.NodeOutput:
+                dc_every, dc_until, cg_iters, cg_lambda, use_dps, seed, clip_vision=None, tile_size=0,
+                tile_overlap=128) -> io.NodeOutput:
         guider = build_treg_guider(model, positive, negative, cfg, clip_vision, an_steps, an_lr, an_method)
-        sampler = make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps)
+        sampler = make_treg_sampler(measurement, vae, dc_every, dc_until, cg_iters, cg_lambda, use_dps, 0.0, tile_size,
+                                    tile_overlap)
         batch, _, height, width = (int(v) for v in measurement.image_shape)
         factor = vae_downscale(vae)
         channels = model.model.latent_format.latent_channels
@@ -193,9 +208,7 @@ class TRegSolveNode(io.ComfyNode):
                                          device=comfy.model_management.intermediate_device())}
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
         samples = run_guided(model, guider, sampler, sigmas, latent, seed)
-        images = vae.decode(samples)
-        if images.dim() == 5:
-            images = images.reshape(-1, *images.shape[-3:])
+        images = decode_output(vae, samples, latent_tiles(tile_size, tile_overlap))
         null = negative
         if guider.treg_negation is not None:
             embedding = guider.treg_negation.embedding.to(comfy.model_management.intermediate_device())

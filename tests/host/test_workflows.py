@@ -62,10 +62,14 @@ EXPECTED_SAVES = {
     "10 Fill a masked area": {RESTORED: SIZE, MEASURED: SIZE},
     "11 Remove noise": {RESTORED: SIZE, MEASURED: SIZE},
     "12 LoRA and stock nodes": {RESTORED: SIZE, MEASURED: SIZE // 2},
+    "13 Big photo x4 in tiles": {RESTORED: SIZE},  # the 16 px sample × 4 (TILE_OVERRIDE)
 }
 # Speed: TReg's paper step counts would take minutes on CPU. 3 steps with dc_every 3 still run
 # one data-consistency + adaptive-negation step.
 STEP_OVERRIDES = {"BasicScheduler": 3, "InverseTRegSolve": 3}
+# Tiled mode at test sizes: one 64 px tile (the tiled VAE and the tile path run; several tiles are
+# tested in test_tiling_nodes.py — 3×3 tiles of the tiny SDXL take minutes on a busy CPU).
+TILE_OVERRIDE = {"tile_size": 64, "tile_overlap": 16}
 SIZE_NODES = ("EmptyLatentImage", "EmptySD3LatentImage", "ImageScale")
 METRIC_NODES = ("InversePSNR", "InverseSSIM", "InverseMeasurementConsistency")
 
@@ -180,6 +184,8 @@ def prepare(workflow: dict, object_info: dict, model_files: dict) -> dict:
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in STEP_OVERRIDES:
             inputs["steps"] = STEP_OVERRIDES[node["class_type"]]
+        if inputs.get("tile_size"):
+            inputs.update(TILE_OVERRIDE)
     return prompt
 
 
