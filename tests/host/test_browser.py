@@ -16,19 +16,21 @@ import pytest
 
 from comfyui_inverse.runner.workflow_api import is_ui_workflow, schema_inputs, ui_to_api
 from comfyui_inverse.runner.server import pack_link
+from comfyui_inverse.tests.host.workflow_models import install_under_names, named_files
 
 pytestmark = pytest.mark.host
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
+INPUTS = WORKFLOWS / "inputs"
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 CHROMIUM = os.environ.get("INVERSE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# Server-side user settings: no first-run template dialog, no missing-model dialog (the test
-# machine has no checkpoints; models are the workflow-run tests' business), and text drawn at
-# any zoom (the screenshots show whole graphs, zoomed out).
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
+# Server-side user settings: no first-run template dialog, and text drawn at any zoom (the
+# screenshots show whole graphs, zoomed out). The missing-model warning stays on: the files the
+# workflows name are installed (workflow_files), so no warning may appear on load.
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": True,
             "LiteGraph.Canvas.MinFontSizeForLOD": 0, "Comfy.Minimap.Visible": False}
 PAGE_TIMEOUT_MS = 120_000
 
@@ -65,7 +67,7 @@ def stock_workflow() -> dict:
     io = lambda name, kind, link=None, **kw: {"name": name, "type": kind, "link": link, **kw}
     out = lambda name, kind, links: {"name": name, "type": kind, "links": links}
     nodes = [
-        _node(1, "CheckpointLoaderSimple", [0, 0], ["model.safetensors"],
+        _node(1, "CheckpointLoaderSimple", [0, 0], ["v1-5-pruned-emaonly.safetensors"],
               outputs=[out("MODEL", "MODEL", [1]), out("CLIP", "CLIP", [2, 3]),
                        out("VAE", "VAE", [8])]),
         _node(2, "CLIPTextEncode", [350, 0], ["a sharp photo"], [io("clip", "CLIP", 2)],
@@ -88,7 +90,7 @@ def stock_workflow() -> dict:
         _node(10, "PrimitiveNode", [350, 600], [8, "fixed"],
               outputs=[{"name": "INT", "type": "INT", "links": [10],
                         "widget": {"name": "steps"}}], title="steps"),
-        _node(11, "LoadImage", [0, 400], ["example.png", "image"],
+        _node(11, "LoadImage", [0, 400], ["inverse_astronaut_128.png", "image"],
               outputs=[out("IMAGE", "IMAGE", []), out("MASK", "MASK", [])]),
         _node(12, "Note", [0, 700], ["Stock nodes only: the browser-test fixture."]),
     ]
@@ -124,7 +126,30 @@ def object_info(server):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def workflow_files(comfy, tiny_models, object_info):
+    """The model files (tiny stand-ins under the workflows' own names) and the input images that the
+    workflows and the stock fixture name, installed before the page loads: the frontend checks
+    these names against the lists it fetched, and newer frontends (1.4x) flag every missing one,
+    with or without properties.models. Removed at the end of the module."""
+    models, images = set(), set()
+    for workflow in [stock_workflow()] + [json.loads(p.read_text()) for p in pack_ui_workflows()]:
+        more_models, more_images = named_files(workflow, object_info)
+        models |= more_models
+        images |= more_images
+    absent = sorted(name for name in images if not (INPUTS / name).is_file())
+    assert not absent, f"input images named by the workflows but not in workflows/inputs/: {absent}"
+    for name in sorted(images):
+        comfy.upload_image(INPUTS / name, name=name)
+    made = install_under_names(comfy.models_dir, tiny_models, models)
+    try:
+        yield {"models": models, "images": images}
+    finally:
+        for path in made:
+            path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def page(server, workflow_files):
     if os.environ.get("INVERSE_SKIP_BROWSER") == "1":
         pytest.skip("INVERSE_SKIP_BROWSER=1")
     if not Path(CHROMIUM).exists() or importlib.util.find_spec("playwright") is None:
@@ -161,7 +186,9 @@ LOAD_JS = """async ([workflow, name]) => {
     return {nodes, prompt};
 }"""
 
-VISIBLE_DIALOGS_JS = """() => Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))
+# Dialogs, and the error overlay of newer frontends (1.4x: missing models/inputs, failed runs).
+VISIBLE_DIALOGS_JS = """() => Array.from(document.querySelectorAll(
+        '[role=dialog], .p-dialog, [data-testid=error-overlay]'))
     .filter(d => d.offsetParent !== null || d.getClientRects().length)
     .map(d => d.innerText.trim().slice(0, 500))"""
 
@@ -220,7 +247,7 @@ def test_stock_fixture_converts_as_the_frontend_does(page, object_info):
     assert prompt["5"]["inputs"]["steps"] == 8  # from the PrimitiveNode
     assert prompt["5"]["inputs"]["cfg"] == 6.5  # after the skipped "randomize"
     assert prompt["9"]["inputs"]["images"] == ["6", 0]  # through the Reroute and the bypass
-    assert prompt["11"]["inputs"] == {"image": "example.png"}
+    assert prompt["11"]["inputs"] == {"image": "inverse_astronaut_128.png"}
     assert set(prompt) == {"1", "2", "3", "4", "5", "6", "9", "11"}
 
 
@@ -439,24 +466,58 @@ def test_template_browser_shows_human_titles_in_order(page, server):
     assert first_seen == names, f"template cards show {first_seen}, expected {names} in this order"
 
 
+def _without_its_checkpoint(workflow: dict) -> tuple[dict, str]:
+    """The workflow with its checkpoint renamed (widget and properties.models alike) to a file that
+    is not installed: this module installs the shipped names (workflow_files)."""
+    workflow = json.loads(json.dumps(workflow))
+    node = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
+    old = node["widgets_values"][0]
+    new = "not_installed_" + old
+    node["widgets_values"][0] = new
+    for model in node["properties"]["models"]:
+        if model["name"] == old:
+            model["name"] = new
+    return workflow, new
+
+
+# Where the frontend lists the missing model: 1.32 opens a dialog; 1.4x shows the error overlay,
+# whose "View details" opens the Errors tab of the right side panel with one row per model.
+MISSING_MODEL_SHOWN_JS = """([name]) => {
+    const shown = el => el.getClientRects().length > 0;
+    const dialog = Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))
+        .find(d => shown(d) && d.innerText.includes(name));
+    if (dialog) return 'dialog';
+    const overlay = document.querySelector('[data-testid=error-overlay]');
+    return overlay && shown(overlay) ? 'overlay' : null;
+}"""
+
+MISSING_MODEL_ROW_JS = """([name]) => {
+    const buttons = Array.from(document.querySelectorAll('[data-testid=missing-model-download]'));
+    const label = Array.from(document.querySelectorAll('span, button'))
+        .find(el => el.getClientRects().length && el.textContent.trim() === name);
+    return {label: !!label, download: buttons.map(b => b.getAttribute('aria-label') || b.innerText)};
+}"""
+
+
 def test_missing_checkpoint_dialog_and_partial_run_are_visible(page, comfy):
-    """Opening a workflow whose checkpoint is not installed lists it (with its download link) in the
-    frontend's missing-model dialog, read from the loader's properties.models; running it anyway
-    shows an error toast naming the loader, instead of a silent partial run."""
+    """Opening a workflow whose checkpoint is not installed lists it, with its download link read
+    from the loader's properties.models, in the frontend's missing-model dialog (1.32) or in the
+    error overlay and its Errors tab (1.4x); running it anyway shows an error toast naming the
+    loader, instead of a silent partial run."""
     path = next(p for p in pack_ui_workflows() if p.name.startswith("04 "))
-    workflow = json.loads(path.read_text())
-    checkpoint = next(n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple")
-    name = checkpoint["widgets_values"][0]
+    workflow, name = _without_its_checkpoint(json.loads(path.read_text()))
     assert not (comfy.models_dir / "checkpoints" / name).exists()
-    for sample in ("inverse_astronaut_512.jpg",):  # the rest of the graph is valid: a partial run
-        comfy.upload_image(WORKFLOWS / "inputs" / sample, name=sample)
-    setting = "Comfy.Workflow.ShowMissingModelsWarning"
+    row = None
     try:
-        page.evaluate(f"() => app.extensionManager.setting.set('{setting}', true)")
         page.evaluate("async ([w, n]) => { await app.loadGraphData(w, true, true, n); }", [workflow, path.stem])
-        page.wait_for_function(f"""() => Array.from(document.querySelectorAll('[role=dialog], .p-dialog'))
-            .some(d => d.innerText.includes({json.dumps(name)}))""", timeout=30_000)
+        page.wait_for_function(MISSING_MODEL_SHOWN_JS, arg=[name], timeout=30_000)
+        where = page.evaluate(MISSING_MODEL_SHOWN_JS, [name])
         dialog = page.evaluate(VISIBLE_DIALOGS_JS)
+        if where == "overlay":
+            page.click("[data-testid=error-overlay-see-errors]")
+            page.wait_for_function(f"() => document.querySelector('[data-testid=missing-model-download]')"
+                                   f" && document.body.innerText.includes({json.dumps(name)})", timeout=30_000)
+            row = page.evaluate(MISSING_MODEL_ROW_JS, [name])
         page.screenshot(path=str(ARTIFACTS / "missing_model_dialog.png"))
         page.keyboard.press("Escape")
         page.wait_for_timeout(300)
@@ -466,8 +527,12 @@ def test_missing_checkpoint_dialog_and_partial_run_are_visible(page, comfy):
         toasts = page.evaluate(PROBLEM_TOASTS_JS)
         page.screenshot(path=str(ARTIFACTS / "missing_model_run_toast.png"))
     finally:
-        page.evaluate(f"() => app.extensionManager.setting.set('{setting}', false)")
         page.keyboard.press("Escape")
-        page.evaluate("() => document.querySelectorAll('.p-toast-close-button').forEach(b => b.click())")
-    assert any(name in text for text in dialog), dialog
+        page.evaluate("() => document.querySelectorAll('.p-toast-close-button, [data-testid=error-overlay-dismiss]')"
+                      ".forEach(b => b.click())")
+    if where == "dialog":  # the file with its Download button (the url from properties.models)
+        assert any(name in text and "Download" in text for text in dialog), dialog
+    else:  # the overlay names the problem; the Errors tab names the file and offers its download
+        assert any("model" in text.lower() and "missing" in text.lower() for text in dialog), dialog
+        assert row["label"] and any(name in label for label in row["download"]), row
     assert any("Load Checkpoint" in t and name in t for t in toasts), toasts

@@ -1,12 +1,13 @@
 """Every example workflow in workflows/ runs through the real ComfyUI server.
 
-The UI file is converted with runner/workflow_api.py against the server's /object_info, the model
-files it names are replaced by the tiny random-weight models (tiny_models.py, plus a tiny LoRA
-made here), the sample photo is uploaded under the workflow's own file name but small (64×64,
-the low-resolution one 16×16), and the few size/step widgets that must follow are overridden;
-the graph itself is unchanged. The pictures mean nothing (random weights): the tests check that
-every node runs, the saved images have the sizes the operators imply, the metrics report, and
-that each API twin in workflows/api/ is exactly what the converter makes of the UI file.
+The UI file is converted with runner/workflow_api.py against the server's /object_info, the
+model files it names are replaced by the tiny random-weight models (MODEL_MAP in
+workflow_models.py, plus a tiny LoRA), the sample photo is uploaded under the workflow's own
+file name but small (64×64, the low-resolution one 16×16), and the few size/step widgets that
+must follow are overridden; the graph itself is unchanged. The pictures mean nothing (random
+weights): the tests check that every node runs, the saved images have the sizes the operators
+imply, the metrics report, and that each API twin in workflows/api/ is exactly what the
+converter makes of the UI file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from safetensors.numpy import save_file
 
 from comfyui_inverse.runner.workflow_api import VIRTUAL_NODE_TYPES, is_ui_workflow, ui_to_api
+from comfyui_inverse.tests.host.workflow_models import MODEL_MAP, tiny_lora
 
 pytestmark = pytest.mark.host
 
@@ -28,18 +29,6 @@ REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"
 INPUTS = WORKFLOWS / "inputs"
 SIZE = 64  # restored image side in the tests (the workflows use 512)
-TINY_LORA = "tiny_sd15_lora.safetensors"
-
-# Model file names the workflows ask for -> tiny_models key (or the LoRA built here).
-MODEL_MAP = {
-    "v1-5-pruned-emaonly.safetensors": "sd15_ckpt",
-    "sd_xl_base_1.0.safetensors": "sdxl_ckpt",
-    "sd3.5_medium.safetensors": "sd3_unet",
-    "clip_l.safetensors": "clip_l",
-    "sd3.5_vae.safetensors": "sd3_vae",
-    "clip-vit-large-patch14.safetensors": "clip_vision",
-    "your_sd15_lora.safetensors": "lora",
-}
 MODEL_INPUTS = ("ckpt_name", "unet_name", "vae_name", "clip_name", "lora_name")
 
 # Sample inputs: file name -> side in the tests (the shipped files are 512 and 128).
@@ -88,7 +77,7 @@ NAMES = [path.stem for path in ui_workflow_paths()]
 # --------------------------------------------------------------------------- static checks
 
 def test_workflow_set_is_complete():
-    assert NAMES == sorted(EXPECTED_SAVES), "add new workflows to EXPECTED_SAVES (and MODEL_MAP)"
+    assert NAMES == sorted(EXPECTED_SAVES), "add new workflows to EXPECTED_SAVES (and MODEL_MAP in workflow_models.py)"
     for name in NAMES:
         assert is_ui_workflow(load(WORKFLOWS / f"{name}.json")), f"{name}: not UI format"
         assert (WORKFLOWS / "api" / f"{name}.json").is_file(), f"{name}: no API twin in workflows/api/"
@@ -129,22 +118,10 @@ def object_info(comfy):
     return comfy.object_info()
 
 
-def _tiny_lora(models_dir: Path) -> str:
-    """A rank-4 LoRA on one attention projection of the tiny SD1.5 UNet (kohya key names)."""
-    rng = np.random.default_rng(0)
-    key = "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q"
-    tensors = {f"{key}.lora_down.weight": rng.normal(0, 0.05, (4, 320)).astype(np.float32),
-               f"{key}.lora_up.weight": rng.normal(0, 0.05, (320, 4)).astype(np.float32),
-               f"{key}.alpha": np.array(4.0, np.float32)}
-    (models_dir / "loras").mkdir(exist_ok=True)
-    save_file(tensors, str(models_dir / "loras" / TINY_LORA))
-    return TINY_LORA
-
-
 @pytest.fixture(scope="module")
 def model_files(comfy, tiny_models):
     files = {name: tiny_models[key] for name, key in MODEL_MAP.items() if key != "lora"}
-    files["your_sd15_lora.safetensors"] = _tiny_lora(comfy.models_dir)
+    files["your_sd15_lora.safetensors"] = tiny_lora(comfy.models_dir)
     return files
 
 
