@@ -9,6 +9,13 @@ Sources (no downloads):
 `python scripts/prior_data.py split` writes `prior/split.json` (a fixed, seeded ~85/15 split, file names
 relative to their package plus the package version). `load(...)` reads the images of one side of
 that split into memory as uint8 RGB arrays at a fixed short side.
+
+Other ComfyUI versions install other versions of the media packages, which drop, add and re-encode
+files (ComfyUI 0.33's packages lack 9 of the 39 held-out files and changed 4 under the same name).
+`heldout()` therefore returns only the held-out files that are installed byte-identical to the ones
+the split was made from (SHA-256 in `prior/heldout_sha256.json`, written by
+`python scripts/prior_data.py hashes` where the split's package versions are installed), and says
+why each other one is left out: an evaluation on it never sees a training image.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SPLIT_FILE = REPO / "prior" / "split.json"
+HELDOUT_HASHES = REPO / "prior" / "heldout_sha256.json"
+PACK = "comfyui-inverse"
 SPLIT_SEED = 12
 TEST_FRACTION = 0.15
 MIN_SIDE = 128          # smaller files are icons, not photos
@@ -103,7 +112,7 @@ def make_split() -> dict:
     n_test = round(TEST_FRACTION * len(entries)) - len(forced)
     test = forced + sorted(rest[:n_test], key=lambda e: (e["package"], e["file"]))
     train = sorted(rest[n_test:], key=lambda e: (e["package"], e["file"]))
-    test += [{"package": "comfyui-inverse", "version": "repo", "file": "workflows/inputs/" + f}
+    test += [{"package": PACK, "version": "repo", "file": "workflows/inputs/" + f}
              for f in PACK_INPUTS]
     return {
         "seed": SPLIT_SEED, "test_fraction": TEST_FRACTION, "min_side": MIN_SIDE,
@@ -115,7 +124,7 @@ def make_split() -> dict:
 
 
 def path_of(entry) -> Path:
-    if entry["package"] == "comfyui-inverse":
+    if entry["package"] == PACK:
         return REPO / entry["file"]
     if entry["package"] == "skimage":
         import skimage
@@ -146,27 +155,90 @@ def load(side: str, short_sides=(256,), split: dict | None = None,
     split = split or read_split()
     out = []
     for entry in split[side]:
-        if entry["package"] == "comfyui-inverse" and not include_pack_inputs:
+        if entry["package"] == PACK and not include_pack_inputs:
             continue
         for s in short_sides:
             out.append(load_rgb(entry, s))
     return out
 
 
+def entry_key(entry) -> str:
+    return f"{entry['package']}/{entry['file']}"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _installed_version(entry) -> str | None:
+    if entry["package"] == PACK:
+        return entry["version"]
+    if entry["package"] == "skimage":
+        import skimage
+
+        return skimage.__version__
+    try:
+        return _version(entry["package"])
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def write_heldout_hashes(split: dict, path: Path = HELDOUT_HASHES) -> dict:
+    """SHA-256 of every held-out file, from the package versions the split was made from."""
+    wrong = sorted({f"{e['package']} {_installed_version(e)} (split: {e['version']})" for e in split["test"]
+                    if _installed_version(e) != e["version"]})
+    if wrong:
+        raise SystemExit(f"not the split's package versions: {wrong}")
+    hashes = {entry_key(e): file_sha256(path_of(e)) for e in split["test"]}
+    Path(path).write_text(json.dumps({"note": "SHA-256 of the held-out files of split.json, as the split "
+                                      "was made; prior_data.heldout() uses a file only if it still matches",
+                                      "sha256": hashes}, indent=1) + "\n")
+    return hashes
+
+
+def heldout(split: dict | None = None, hashes: dict | None = None,
+            include_pack_inputs: bool = False) -> tuple[list[dict], dict[str, str]]:
+    """(entries, left_out): the held-out entries whose file is installed byte-identical to the one the
+    split was made from, and {entry key: reason} for the others."""
+    split = split or read_split()
+    if hashes is None:
+        hashes = json.loads(HELDOUT_HASHES.read_text())["sha256"]
+    entries, left_out = [], {}
+    for entry in split["test"]:
+        if entry["package"] == PACK and not include_pack_inputs:
+            continue
+        key, version = entry_key(entry), _installed_version(entry)
+        try:
+            path = path_of(entry)
+        except ImportError:
+            path = None
+        if path is None or not path.is_file():
+            left_out[key] = f"not installed ({entry['package']} {version or 'absent'}, split: {entry['version']})"
+        elif key not in hashes or file_sha256(path) != hashes[key]:
+            left_out[key] = f"changed ({entry['package']} {version}, split: {entry['version']})"
+        else:
+            entries.append(entry)
+    return entries, left_out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["split", "check"])
+    parser.add_argument("command", choices=["split", "hashes", "check"])
     args = parser.parse_args(argv)
     if args.command == "split":
         split = make_split()
         SPLIT_FILE.parent.mkdir(parents=True, exist_ok=True)
         SPLIT_FILE.write_text(json.dumps(split, indent=1) + "\n")
         print(json.dumps(split["counts"]))
+    elif args.command == "hashes":
+        print(len(write_heldout_hashes(read_split())), "held-out files hashed into", HELDOUT_HASHES)
     else:  # the installed files still match the committed split
         split = read_split()
-        missing = [e for e in split["train"] + split["test"] if not path_of(e).exists()]
-        print(json.dumps({"counts": split["counts"], "missing": len(missing)}))
-        return 1 if missing else 0
+        missing = [e for e in split["train"] if not path_of(e).exists()]
+        usable, left_out = heldout(split, include_pack_inputs=True)
+        print(json.dumps({"counts": split["counts"], "train_missing": len(missing),
+                          "heldout_usable": len(usable), "heldout_left_out": left_out}, indent=1))
+        return 1 if missing or left_out else 0
     return 0
 
 
