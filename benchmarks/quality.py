@@ -12,31 +12,36 @@ The images run as one batch per prompt; seconds per image = the prompt's executi
 
 Methods (all on the same prior; every row of a task sees the same y):
   classical   bicubic / Lanczos resize of y (stock ImageScale; SR only), H⁺y (Pseudo-Inverse node)
-  img2img     VAEEncode(bicubic for SR, else H⁺y) → KSampler euler, denoise 0.3 / 0.5, the C-ΠGDM
-              preset's step count (what ComfyUI users do today)
-  inpaint     stock inpainting: SetLatentNoiseMask(VAEEncode(H⁺y), mask) → KSampler denoise 1.0
+  img2img     VAEEncode(bicubic for SR, else H⁺y) → KSampler euler, denoise 0.3 / 0.5, 5 steps
+              (what ComfyUI users do today)
+  inpaint     stock inpainting: SetLatentNoiseMask(VAEEncode(H⁺y), mask) → KSampler denoise 1.0, 10 steps
   sanity      the VAE round trip of the true image (the bound of every latent method) and the prior's
               own unconditional sample, on the first task
-  C-ΠGDM      Inverse Solve (C-ΠGDM), preset custom with the auto preset's w/λ/k/start/steps (vjp
-              autograd, bridge latent_surrogate = the node's defaults); then the Enforce Measurement
-              node on its output
-  DDNM        Inverse Solve, sampler = ddnm, 10 steps
-  C-ΠGFM      the flow model (eps UNet + flow LoRA + ModelSamplingSD3 shift 1), flow preset (only
-              when prior/ holds the flow LoRA)
-  TReg        TReg Solve, data consistency only (an_steps 0), cfg 1 (the prior ignores conditioning)
-The run goes in stages so that an interrupted run (--max-minutes) still has every task's core rows:
-1 = the rows above except TReg on every task, 2 = TReg, 3 = 5/10/20-step sweeps (+ consistent_target)
-on the noiseless tasks, 4 = the vjp × bridge grid on --grid-tasks (default sr4) at --grid-steps (default 5).
-ΠGDM and DPS are in samplers/ but not exposed as nodes, so they cannot run through the server.
+  preset auto Inverse Solve as a user gets it (C-ΠGDM; C-ΠGFM on the flow model: eps UNet + flow LoRA +
+              ModelSamplingSD3 shift 1), enforce_measurement off so the row is the solver alone
+  DDNM, ΠGDM, DPS   Inverse Solve, sampler = ddnm / pigdm (w 1) / dps (ζ 1), 10 steps each
+  TReg        TReg Solve, data consistency only (an_steps 0), cfg 1, 10 steps (the prior ignores conditioning)
+  grid        C-ΠGDM / C-ΠGFM × vjp × bridge × steps (preset custom with the analytic preset's values,
+              no restart) on --grid-tasks: the default column's step sweep and each other vjp and bridge
+              mode at the middle step count (--full-grid: every cell)
+  + Enforce Measurement   the Enforce Measurement node on each pack row's output (cached solve)
+Stages, so that an interrupted run (--max-minutes) still has every task's core rows: 1 = classical,
+stock, sanity, preset auto, DDNM on every task (σ_y = 0.05 tasks: classical, img2img 0.3, stock inpainting,
+C-ΠGDM preset auto; --all-noisy-rows adds the rest); 2 = ΠGDM, DPS, TReg on the noiseless tasks and denoising
+(--baselines-noisy: also σ_y = 0.05); 3 = the grid. A prompt running longer than --timeout is
+interrupted and recorded as timed out; the run goes on.
 
-    python benchmarks/quality.py                       # 4 images, all tasks, noiseless + σ_y 0.05
-    python benchmarks/quality.py --images 8 --grid-tasks sr4 gdeblur --grid-steps 5 10 20
-    python benchmarks/quality.py --tasks sr4 --quick   # smoke run: one image, core rows
-    python benchmarks/quality.py --check-demo          # the headless demo beats bicubic on PSNR?
+Budget on this shared 2-core CPU (other jobs running): 2 held-out images at 128² (one batch per prompt;
+the cost is linear in the image count), 15 tasks, grid on inpaint_box, one server thread: ~45 min
+(`--max-minutes 45` stops starting prompts after that; the run's footer says how long it took).
+
+    python benchmarks/quality.py --max-minutes 45       # the full run (writes results/quality.md)
+    python benchmarks/quality.py --tasks sr4 --quick    # smoke run: one image, stage 1 and 2
+    python benchmarks/quality.py --check-demo           # the headless demo beats bicubic on PSNR?
 
 Without prior/inverse_prior_sd15_eps.safetensors (still training), the eps UNet is a stand-in taken
 from the training state's partial checkpoint (~/.cache/comfyui-inverse/prior_train/eps.pt); the
-output says so. Writes benchmarks/results/quality.md and docs/images/quality_<task>.png.
+output says so. Writes benchmarks/results/quality.md and docs/images/quality_<task>.jpg.
 """
 
 from __future__ import annotations
@@ -66,10 +71,18 @@ STATE = Path(os.environ.get("INVERSE_PRIOR_STATE", os.path.expanduser("~/.cache/
 CACHE = Path(os.environ.get("INVERSE_HOME", os.path.expanduser("~/.cache/comfyui-inverse"))) / "quality"
 CROP = 128
 STEPS = (5, 10, 20)
+GRID_TASKS = ("inpaint_box",)  # where the prior fills what y leaves open; SR/deblur latents are pinned by y
+TIMEOUT = 400.0
+# KSampler steps: img2img runs `steps` steps of the tail of the schedule at denoise < 1 (5 = the paper's C-ΠGDM
+# step count); stock inpainting (denoise 1.0) runs 10 = the NFE of the C-ΠGDM preset (5 + 5 restart)
+STOCK_STEPS, INPAINT_STEPS = 5, 10
+DPS_STEPS, DPS_ZETA = 10, 1.0  # the NFE of the C-ΠGDM preset
 VJPS = ("autograd", "finite_difference", "none")
 BRIDGES = ("latent_surrogate", "consistent_target", "pixel_bridge")
-TREG_STEPS = 20
+TREG_STEPS = 10
 UNCOND_STEPS = 10
+# The demo workflow's small photo → the photo it was downscaled from (workflows/inputs/README.md)
+DEMO_REFERENCE = {"inverse_astronaut_128.png": "inverse_astronaut_512.jpg"}
 LABEL = "small prior trained here on {n} images, not Stable Diffusion"
 
 
@@ -308,7 +321,7 @@ def img2img(denoise):
     def build(task, seed, p, n):
         nodes = _start_nodes(task)
         nodes["enc"] = node("VAEEncode", pixels=_start_image(task), vae=["ckpt", 2])
-        nodes["ks"] = ksampler(["ckpt", 0], ["enc", 0], p["vp"]["steps"], denoise, seed)
+        nodes["ks"] = ksampler(["ckpt", 0], ["enc", 0], STOCK_STEPS, denoise, seed)
         nodes["dec"] = node("VAEDecode", samples=["ks", 0], vae=["ckpt", 2])
         return nodes, ["dec", 0]
     return build
@@ -318,9 +331,18 @@ def stock_inpaint(task, seed, p, n):
     nodes = {"pinv": node("InversePseudoInverse", measurement=["meas", 0]),
              "enc": node("VAEEncode", pixels=["pinv", 0], vae=["ckpt", 2]),
              "nm": node("SetLatentNoiseMask", samples=["enc", 0], mask=["mask", 0])}
-    nodes["ks"] = ksampler(["ckpt", 0], ["nm", 0], p["vp"]["steps"], 1.0, seed)
+    nodes["ks"] = ksampler(["ckpt", 0], ["nm", 0], INPAINT_STEPS, 1.0, seed)
     nodes["dec"] = node("VAEDecode", samples=["ks", 0], vae=["ckpt", 2])
     return nodes, ["dec", 0]
+
+
+def stock_inpaint_composited(task, seed, p, n):
+    """Stock inpainting, then the known pixels pasted back (stock InvertMask + ImageCompositeMasked)."""
+    nodes, out = stock_inpaint(task, seed, p, n)
+    nodes["known"] = node("InvertMask", mask=["mask", 0])
+    nodes["paste"] = node("ImageCompositeMasked", destination=out, source=["pinv", 0], x=0, y=0,
+                          resize_source=False, mask=["known", 0])
+    return nodes, ["paste", 0]
 
 
 def unconditional(task, seed, p, n):
@@ -336,16 +358,21 @@ def vae_round_trip(task, seed, p, n):
     return nodes, ["dec", 0]
 
 
-def solve(family, steps=None, vjp="autograd", bridge="latent_surrogate", sampler="conjugate", enforce="off"):
-    """Inverse Solve (C-ΠGDM) with preset custom = the auto preset's values, at `steps` (None: the preset's)."""
+def solve(family, steps=None, vjp="autograd", bridge="latent_surrogate", sampler="conjugate", preset="custom",
+          w=None, restarts=0):
+    """Inverse Solve with preset `preset`; for "custom" the analytic preset's w, λ, k, start, noisy map
+    (samplers/presets.py) at `steps` (None: the preset's) with `restarts` (None: the preset's) and
+    weight `w` (None: the preset's; ΠGDM's w, DPS's step size ζ)."""
     def build(task, seed, p, n):
         q = p[family]
         nodes = dict(FLOW_MODEL) if family == "flow" else {}
         model = ["flow", 0] if family == "flow" else ["ckpt", 0]
         nodes["solve"] = node("InverseSolveConjugate", model=model, vae=["ckpt", 2], positive=["pos", 0],
-                              negative=["neg", 0], measurement=["meas", 0], preset="custom",
-                              steps=steps or q["steps"], cfg=1.0, w=q["w"], lam=q["lam"], start=q["start"], seed=seed,
-                              vjp=vjp, bridge_mode=bridge, sampler=sampler, k=q["k"], enforce_measurement=enforce)
+                              negative=["neg", 0], measurement=["meas", 0], preset=preset,
+                              steps=steps or q["steps"], cfg=1.0, w=q["w"] if w is None else w, lam=q["lam"],
+                              start=q["start"], seed=seed, vjp=vjp, bridge_mode=bridge, sampler=sampler, k=q["k"],
+                              enforce_measurement="off", noisy=q["noisy"],
+                              restarts=q["restarts"] if restarts is None else restarts)
         return nodes, ["solve", 0]
     return build
 
@@ -368,59 +395,76 @@ def treg(steps):
 
 
 def methods(flow: bool, args) -> list[Method]:
+    """Every row. Stage 1 = the core rows on every task; 2 = the baselines ΠGDM, DPS, TReg (on the noisy
+    tasks only with --baselines-noisy); 3 = the grid (steps × vjp × bridge) on --grid-tasks. Each pack
+    method is followed by its `+ Enforce Measurement` row, which reuses the cached solve node (only the
+    Enforce Measurement node runs; its s/image adds the solve's)."""
     sr = lambda t: bool(t.sr_factor)  # noqa: E731
     inp = lambda t: t.mask is not None  # noqa: E731
-    clean = lambda t: not t.noisy  # noqa: E731
     first = lambda t: t.key == args.first_task  # noqa: E731
+    baseline = lambda t: args.baselines_noisy or not t.noisy  # noqa: E731
+    clean_first = lambda t: args.all_noisy_rows or not t.noisy  # noqa: E731
     out = [
         Method("bicubic (ImageScale)", "classical", classical("bicubic"), applies=sr, in_figure=True),
         Method("Lanczos (ImageScale)", "classical", classical("lanczos"), applies=sr),
         Method("H⁺y (Pseudo-Inverse)", "classical", classical("pinv"), in_figure=True),
-        Method("img2img denoise 0.3", "stock", img2img(0.3), "preset's"),
-        Method("img2img denoise 0.5", "stock", img2img(0.5), "preset's", in_figure=True),
-        Method("SetLatentNoiseMask + KSampler", "stock", stock_inpaint, "preset's", applies=inp, in_figure=True),
+        Method("img2img denoise 0.3", "img2img", img2img(0.3), STOCK_STEPS, in_figure=True),
+        Method("img2img denoise 0.5", "img2img", img2img(0.5), STOCK_STEPS, applies=clean_first),
+        Method("SetLatentNoiseMask + KSampler", "img2img", stock_inpaint, INPAINT_STEPS, applies=inp),
+        # cached KSampler: only the two paste nodes run; s/image adds the row above's
+        Method("SetLatentNoiseMask + KSampler + paste known pixels", "img2img", stock_inpaint_composited,
+               INPAINT_STEPS, applies=inp, in_figure=True, adds_time_of="SetLatentNoiseMask + KSampler"),
         Method("VAE round trip of the true image (bound)", "sanity", vae_round_trip, applies=first),
         Method("unconditional sample", "sanity", unconditional, UNCOND_STEPS, applies=first),
-        Method("C-ΠGDM", "pack", solve("vp"), "preset's", in_figure=True),
-        # right after the C-ΠGDM row: its solve node is cached, so this prompt only runs the Enforce Measurement
-        # node; its s/image adds the C-ΠGDM row's (same result as the solve node's enforce_measurement = on)
-        Method("C-ΠGDM + Enforce Measurement", "pack", enforced(solve("vp")), "preset's", in_figure=True,
-               adds_time_of="C-ΠGDM"),
-        Method("DDNM", "pack", solve("vp", 10, vjp="none", sampler="ddnm"), 10, in_figure=True),
     ]
+
+    def pack(name, build, steps, stage=1, applies=lambda t: True, figure=False, group="pack"):
+        out.append(Method(name, group, build, steps, applies=applies, stage=stage, in_figure=figure))
+        out.append(Method(f"{name} + Enforce Measurement", group, enforced(build), steps, applies=applies,
+                          stage=stage, in_figure=figure, adds_time_of=name))
+
+    pack("Inverse Solve, preset auto (C-ΠGDM)", solve("vp", preset="auto"), "auto", figure=True)
+    pack("DDNM", solve("vp", 10, vjp="none", sampler="ddnm"), 10, applies=clean_first)
     if flow:
-        out.append(Method("C-ΠGFM", "pack", solve("flow"), "preset's", in_figure=True))
-    # TReg costs ~3 C-ΠGDM runs here: its own stage, after every task's core rows
-    out.append(Method("TReg (data consistency, cfg 1, no AN)", "pack", treg(args.treg_steps), args.treg_steps, stage=2))
-    for s in args.steps:  # stage 2: step sweep of the default column
-        out.append(Method("C-ΠGDM", "pack", solve("vp", s), s, applies=clean, stage=3))
-        if s == 5:
-            out.append(Method("C-ΠGDM bridge=consistent_target", "pack", solve("vp", bridge="consistent_target"),
-                              "preset's", applies=clean, stage=3))
-        if s != 10:
-            out.append(Method("DDNM", "pack", solve("vp", s, vjp="none", sampler="ddnm"), s, applies=clean, stage=3))
-        if flow:
-            out.append(Method("C-ΠGFM", "pack", solve("flow", s), s, applies=clean, stage=3))
-    grid_task = lambda t: t.key in args.grid_tasks  # noqa: E731
+        pack("Inverse Solve, preset auto (C-ΠGFM)", solve("flow", preset="auto"), "auto", figure=True,
+             applies=clean_first)
+    pack("ΠGDM (w 1)", solve("vp", 10, sampler="pigdm", w=1.0), 10, stage=2, applies=baseline)
+    pack(f"DPS (ζ {DPS_ZETA:g})", solve("vp", DPS_STEPS, sampler="dps", w=DPS_ZETA), DPS_STEPS, stage=2,
+         applies=baseline)
+    pack("TReg (data consistency, cfg 1, no AN)", treg(args.treg_steps), args.treg_steps, stage=2, applies=baseline)
+    grid = lambda t: t.key in args.grid_tasks  # noqa: E731
     for family in (("vp", "flow") if flow else ("vp",)):
         name = "C-ΠGDM" if family == "vp" else "C-ΠGFM"
-        for vjp in VJPS:
-            for bridge in BRIDGES:
-                if vjp == "autograd" and bridge == "latent_surrogate":
-                    continue  # the default column
-                for s in args.grid_steps:
-                    out.append(Method(f"{name} vjp={vjp} bridge={bridge}", "grid", solve(family, s, vjp, bridge),
-                                      s, applies=grid_task, stage=4))
+        for vjp, bridge, steps in grid_cells(args):
+            label = f"{name} vjp={vjp} bridge={bridge}"
+            pack(label, solve(family, steps, vjp, bridge), steps, stage=3, applies=grid, group="grid")
     return out
 
 
+def grid_cells(args) -> list[tuple[str, str, int]]:
+    """(vjp, bridge, steps) of the grid. --full-grid: every combination; default: the step sweep of the
+    default column (autograd, latent_surrogate) plus every other vjp and bridge mode at the middle step count."""
+    if args.full_grid:
+        return [(v, b, s) for v in VJPS for b in BRIDGES for s in args.grid_steps]
+    mid = sorted(args.grid_steps)[len(args.grid_steps) // 2] if args.grid_steps else 10
+    cells = [("autograd", "latent_surrogate", s) for s in args.grid_steps]
+    cells += [(v, "latent_surrogate", mid) for v in VJPS if v != "autograd"]
+    cells += [("autograd", b, mid) for b in BRIDGES if b != "latent_surrogate"]
+    return cells
+
+
 def presets_for(task: Task) -> dict:
-    """The all-in-one node's auto preset for this task (samplers/presets.py, same operator)."""
+    """vp / flow: the analytic presets (samplers/presets.py) whose w, λ, k, start the custom rows use;
+    auto_vp / auto_flow: what the all-in-one node's preset auto runs on a latent model
+    (samplers/latent_presets.py), for the `auto` rows' step counts."""
+    from comfyui_inverse.samplers.latent_presets import latent_preset
     from comfyui_inverse.samplers.presets import preset
 
     op = task.operator()
     shape = (1, 3, CROP, CROP)
-    return {"vp": preset("auto", "vp", op, task.sigma_y, shape), "flow": preset("auto", "flow", op, task.sigma_y, shape)}
+    return {"vp": preset("auto", "vp", op, task.sigma_y, shape), "flow": preset("auto", "flow", op, task.sigma_y, shape),
+            "auto_vp": latent_preset("auto", "vp", op, task.sigma_y, shape),
+            "auto_flow": latent_preset("auto", "flow", op, task.sigma_y, shape)}
 
 
 def image_batch(names: list[str]) -> dict:
@@ -484,6 +528,7 @@ def run_prompt(comfy, prompt: dict, timeout: float) -> dict:
         left = deadline - time.monotonic()
         if left <= 0:
             comfy.interrupt()
+            _wait_idle(comfy, prompt_id)
             raise TimeoutError(f"prompt did not finish within {timeout:.0f} s (interrupted)")
         try:
             return comfy.wait(prompt_id, timeout=left)
@@ -493,16 +538,38 @@ def run_prompt(comfy, prompt: dict, timeout: float) -> dict:
             time.sleep(2.0)
 
 
+def _wait_idle(comfy, prompt_id: str, limit: float = 300.0) -> None:
+    """After an interrupt: wait until the server has left the prompt (a node that never checks the
+    interrupt flag keeps running), so the next prompt's clock does not start behind it."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        try:
+            queue = comfy.http.queue()
+            if not queue.get("queue_running") and not queue.get("queue_pending"):
+                return
+            comfy.interrupt()
+        except OSError:
+            pass
+        time.sleep(2.0)
+
+
 def run_one(comfy, task, method, p, image_names, args, log, done=()) -> dict:
     """One prompt: the method on the batch of images. s/image = execution time / batch size."""
     save = method.in_figure and not task.noisy and args.figures
     prompt = prompt_for(task, image_names, method, p, args.flow, bool(save))
     n = len(image_names)
-    steps = method.steps if method.steps != "preset's" else f"{p['vp']['steps'] if 'ΠGFM' not in method.name else p['flow']['steps']} (preset)"
+    steps = method.steps
+    if steps == "auto":  # what the node's preset auto ran: steps (+ restarts × steps)
+        q = p["auto_flow" if "ΠGFM" in method.name else "auto_vp"]
+        steps = f"{q['steps']}" + (f"+{q['restarts']}×{q['steps']}" if q["restarts"] else "") + " (auto)"
     row = {"task": task.key, "title": task.title, "method": method.name, "group": method.group, "steps": steps,
            "stage": method.stage, "n": n}
     try:
         h = run_prompt(comfy, prompt, args.timeout)
+    except TimeoutError:  # recorded, and the run goes on (the prompt was interrupted)
+        row["failed"] = f"timed out after {args.timeout:.0f} s"
+        log(f"{task.key} | {method.name} {steps} | TIMED OUT after {args.timeout:.0f} s")
+        return row
     except Exception as err:  # report the failure in the table and go on
         row["failed"] = f"{type(err).__name__}: {' '.join(str(err).split())[:240]}"
         log(f"{task.key} | {method.name} {steps} | FAILED {row['failed']}")
@@ -522,11 +589,20 @@ def run_one(comfy, task, method, p, image_names, args, log, done=()) -> dict:
 
 # ------------------------------------------------------------------------------------ output
 
+def _describe(q: dict, flow: bool) -> str:
+    restart = f" + {q['restarts']} restart" if q["restarts"] else ""
+    text = (f"{q['steps']} steps{restart}, w {q['w']:g}, {'B' if flow else 'λ'} {q['lam']:g}, k {q['k']:g}, "
+            f"start {q['start']:.3g}")
+    if "enforce" in q:
+        text += f", sampler {q['sampler']}, bridge {q.get('bridge', 'auto')}, enforce {'on' if q['enforce'] else 'off'}"
+    return text
+
+
 def table(rows: list[dict], task_title: str, p: dict) -> list[str]:
-    q, f = p["vp"], p["flow"]
     lines = [f"### {task_title}", "",
-             f"Auto preset: C-ΠGDM {q['steps']} steps, w {q['w']:g}, λ {q['lam']:g}, k {q['k']:g}, start {q['start']:.3g}; "
-             f"C-ΠGFM {f['steps']} steps, w {f['w']:g}, B {f['lam']:g}, k {f['k']:g}, σ0 {f['start']:g}.", "",
+             f"Custom rows use the analytic preset (samplers/presets.py): C-ΠGDM {_describe(p['vp'], False)}; "
+             f"C-ΠGFM {_describe(p['flow'], True)}. Preset auto on a latent model (samplers/latent_presets.py) "
+             f"when this ran: C-ΠGDM {_describe(p['auto_vp'], False)}; C-ΠGFM {_describe(p['auto_flow'], True)}.", "",
              "| method | steps | PSNR dB | SSIM | ‖Hx−y‖/‖y‖ | s/image | images |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "failed" in r:
@@ -537,19 +613,80 @@ def table(rows: list[dict], task_title: str, p: dict) -> list[str]:
     return lines + [""]
 
 
+def best_rows(rows: list[dict]) -> dict:
+    """The best row (PSNR) of each group: pack (every pack row, grid included), classical, stock
+    (img2img and stock inpainting)."""
+    ok = [r for r in rows if "failed" not in r and r["psnr"] == r["psnr"]]
+    groups = {"pack": ("pack", "grid"), "classical": ("classical",), "stock": ("img2img",)}
+    return {k: max((r for r in ok if r["group"] in g), key=lambda r: r["psnr"], default=None)
+            for k, g in groups.items()}
+
+
 def headline(rows: list[dict]) -> str:
-    """Best pack method vs the best classical vs the best img2img, on PSNR and ‖Hx−y‖/‖y‖ (same images)."""
-    ok = [r for r in rows if "failed" not in r]
-    picks = (("best pack method", [r for r in ok if r["group"] in ("pack", "grid")]),
-             ("best classical", [r for r in ok if r["group"] == "classical"]),
-             ("best img2img", [r for r in ok if r["method"].startswith("img2img")]))
+    """Best pack method vs the best classical vs the best img2img/stock, on PSNR and ‖Hx−y‖/‖y‖, and whether
+    the pack's best beats both on both."""
+    best = best_rows(rows)
     parts = []
-    for label, group in picks:
-        r = max(group, key=lambda r: r["psnr"], default=None)
+    for key, label in (("pack", "best pack method"), ("classical", "best classical"), ("stock", "best stock")):
+        r = best[key]
         if r:
             at = f" @ {r['steps']}" if r["steps"] != "" else ""
             parts.append(f"{label}: {r['method']}{at} = {r['psnr']:.2f} dB, ‖Hx−y‖/‖y‖ {r['cons']:.4f}")
+    p, c, st = best["pack"], best["classical"], best["stock"]
+    if p and c and st:
+        wins = [p["psnr"] > o["psnr"] and p["cons"] <= o["cons"] for o in (c, st)]
+        parts.append("**beats both on PSNR, ‖Hx−y‖ no higher**" if all(wins) else
+                     "**does not beat " + " and ".join(n for n, w in zip(("classical", "stock"), wins) if not w)
+                     + " on both**")
     return "; ".join(parts)
+
+
+PRESET_TASK = {"sr4": "sr4", "sr8": "sr8", "gdeblur": "gaussian_deblur", "motion": "motion_deblur",
+               "inpaint_box": "inpaint", "inpaint_random": "inpaint", "colorize": "colorize", "denoise": "denoise"}
+TIE_DB = 0.05  # PSNR differences below this count as a tie, broken by time
+
+
+def preset_settings(row: dict) -> dict | None:
+    """What samplers/latent_presets.py would have to say for the Inverse Solve node to run this row
+    (None: not expressible by the node's preset, e.g. TReg or a vjp other than the default)."""
+    name = row["method"]
+    enforce = name.endswith("+ Enforce Measurement")
+    base = name.removesuffix(" + Enforce Measurement")
+    steps = row["steps"]
+    if base.startswith("Inverse Solve, preset auto"):
+        out = {}
+    elif base == "DDNM":
+        out = {"sampler": "ddnm", "steps": steps, "restarts": 0}
+    elif base.startswith("ΠGDM"):
+        out = {"sampler": "pigdm", "steps": steps, "w": 1.0, "restarts": 0}
+    elif base.startswith("DPS"):
+        out = {"sampler": "dps", "steps": steps, "w": DPS_ZETA, "restarts": 0}
+    elif base.startswith(("C-ΠGDM vjp=autograd", "C-ΠGFM vjp=autograd")):
+        out = {"steps": steps, "restarts": 0, "bridge": base.split("bridge=")[1]}
+    else:
+        return None
+    return {**out, "enforce": enforce}
+
+
+def recommendations(tasks, rows_by_task: dict) -> list[str]:
+    """Per task and family: the best row the node's preset can express (PSNR; ties within TIE_DB dB go to
+    the faster row). The evidence for samplers/latent_presets.py."""
+    lines = ["## What preset auto should run on a latent model (from this run)", "",
+             f"Best row per task that the Inverse Solve node's preset can express (PSNR; within {TIE_DB} dB the faster "
+             "row wins). Diffusion = the eps UNet rows, flow = the C-ΠGFM rows.", "",
+             "| task | family | row | steps | PSNR dB | ‖Hx−y‖/‖y‖ | s/image | preset settings |", "|---|---|---|---|---|---|---|---|"]
+    for t in tasks:
+        rows = [r for r in rows_by_task.get(t.key, []) if "failed" not in r and r["group"] in ("pack", "grid")
+                and r["psnr"] == r["psnr"] and preset_settings(r) is not None]
+        for family, pick in (("diffusion", lambda r: "ΠGFM" not in r["method"]), ("flow", lambda r: "ΠGFM" in r["method"])):
+            cands = [r for r in rows if pick(r)]
+            if not cands:
+                continue
+            top = max(r["psnr"] for r in cands)
+            best = min((r for r in cands if r["psnr"] >= top - TIE_DB), key=lambda r: r["sec"])
+            lines.append(f"| {t.key} | {family} | {best['method']} | {best['steps']} | {best['psnr']:.2f} | "
+                         f"{best['cons']:.4f} | {best['sec']:.2f} | `{preset_settings(best)}` |")
+    return lines + [""]
 
 
 def write_report(path: Path, header: list[str], tasks, rows_by_task: dict, presets: dict, note: str):
@@ -557,12 +694,18 @@ def write_report(path: Path, header: list[str], tasks, rows_by_task: dict, prese
     done = [t for t in tasks if rows_by_task.get(t.key)]
     lines += ["## Headline per task (mean over the images; the same images and y for every row)", ""]
     lines += [f"- **{t.title}** — {headline(rows_by_task[t.key])}" for t in done] + [""]
+    lines += recommendations(done, rows_by_task)
     for t in done:
         lines += table(rows_by_task[t.key], t.title, presets[t.key])
     if note:
         lines += ["", note]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    # the rows without pixels, to re-render the report (--rerender) after a change of its format
+    keep = {k: [{f: v for f, v in r.items() if f not in ("images", "measured")} for r in rows]
+            for k, rows in rows_by_task.items()}
+    Path(str(path) + ".json").write_text(json.dumps({"header": header, "rows": keep, "note": note, "presets": presets},
+                                                    ensure_ascii=False))
 
 
 def _font(size: int):
@@ -577,6 +720,79 @@ def _font(size: int):
     return ImageFont.load_default()
 
 
+def short_name(row: dict) -> str:
+    """A figure label: 'C-ΠGDM auto + enforce', 'img2img denoise 0.3', 'H⁺y', ..."""
+    name = row["method"].replace("Inverse Solve, preset auto (C-ΠGDM)", "C-ΠGDM auto").replace(
+        "Inverse Solve, preset auto (C-ΠGFM)", "C-ΠGFM auto").replace("+ Enforce Measurement", "+ enforce")
+    name = name.replace(" (ImageScale)", "").replace(" (Pseudo-Inverse)", "")
+    return name.replace("SetLatentNoiseMask + KSampler", "stock inpaint").replace(
+        "paste known pixels", "paste").split(" (")[0]
+
+
+def _psnr_u8(image, truth) -> float:
+    def unit(x):
+        x = np.asarray(x)
+        return x.astype(np.float64) / 255.0 if x.dtype == np.uint8 else x.astype(np.float64)
+
+    mse = float(np.mean((unit(image) - unit(truth)) ** 2))
+    return 10 * np.log10(1.0 / max(mse, 1e-12))
+
+
+def save_before_after(path: Path, tasks, rows_by_task: dict, crops, n_train: int, image_index: int = 0):
+    """The README picture: one held-out image per noiseless task; columns = measured y, best classical,
+    best stock (img2img / inpainting), best pack method, ground truth (best = PSNR among rows that saved
+    images, i.e. the figure rows)."""
+    from PIL import Image, ImageDraw
+
+    lines = []
+    for t in tasks:
+        rows = [r for r in rows_by_task.get(t.key, []) if r.get("images")]
+        if t.noisy or not rows:
+            continue
+        pick = {}
+        for key, groups in (("classical", ("classical",)), ("stock", ("img2img",)), ("pack", ("pack", "grid"))):
+            cands = [r for r in rows if r["group"] in groups]
+            pick[key] = max(cands, key=lambda r: r["psnr"], default=None)
+        if all(pick.values()):
+            lines.append((t, pick, rows[0]))
+    if not lines:
+        return
+    cell, pad, left, top, foot = CROP, 4, 150, 30, 18
+    heads = ["measured y", "best classical", "best stock\n(img2img / inpaint)", "best of the pack\n(figure rows)",
+             "ground truth"]
+    canvas = Image.new("RGB", (left + len(heads) * (cell + pad), top + len(lines) * (cell + 30 + pad) + foot), "white")
+    draw = ImageDraw.Draw(canvas)
+    font = _font(11)
+    for c, h in enumerate(heads):
+        draw.multiline_text((left + c * (cell + pad), 2), h, fill="black", font=font, spacing=1)
+    for i, (t, pick, any_row) in enumerate(lines):
+        y = top + i * (cell + 30 + pad)
+        words, title_lines = t.title.split(), [""]
+        for word in words:  # wrap the task title into the left margin
+            if len(title_lines[-1]) + len(word) > 22:
+                title_lines.append("")
+            title_lines[-1] = (title_lines[-1] + " " + word).strip()
+        draw.multiline_text((2, y + cell // 2 - 7 * len(title_lines)), "\n".join(title_lines), fill="black",
+                            font=font, spacing=2)
+        tiles = [(any_row["measured"][image_index], "")] + [
+            (pick[k]["images"][image_index],
+             f"{short_name(pick[k])[:22]}\n{_psnr_u8(pick[k]['images'][image_index], crops[image_index]):.1f} dB")
+            for k in ("classical", "stock", "pack")] + [(crops[image_index], "")]
+        for c, (tile, caption) in enumerate(tiles):
+            arr = np.asarray(tile)
+            if arr.dtype != np.uint8:
+                arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+            img = Image.fromarray(arr.squeeze()).convert("RGB")
+            if img.size != (cell, cell):
+                img = img.resize((cell, cell), Image.NEAREST)
+            canvas.paste(img, (left + c * (cell + pad), y))
+            draw.multiline_text((left + c * (cell + pad), y + cell + 1), caption, fill="black", font=font, spacing=1)
+    draw.text((2, canvas.height - foot + 3), f"Held-out images; PSNR = this image. {LABEL.format(n=n_train)}.",
+              fill="black", font=font)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, quality=88, optimize=True)
+
+
 def save_figure(path: Path, task_title: str, gts, rows: list[dict], n_train: int, prior_desc: str):
     """Rows = images, columns = ground truth, measured y, then the methods that saved images."""
     from PIL import Image, ImageDraw
@@ -585,11 +801,7 @@ def save_figure(path: Path, task_title: str, gts, rows: list[dict], n_train: int
     if not cols:
         return
     n = min(len(gts), len(cols[0]["images"]))
-    def label(r):
-        steps = str(r["steps"]).replace(" (preset)", "")
-        return r["method"].split(" (")[0] + (f", {steps} steps" if steps else "")
-
-    labels = ["ground truth", "measured y"] + [label(r) for r in cols]
+    labels = ["ground truth", "measured y"] + [short_name(r) for r in cols]
     cell, pad, top, foot = CROP, 4, 30, 30
     width = len(labels) * (cell + pad) + pad
     height = top + n * (cell + pad) + foot
@@ -618,7 +830,7 @@ def save_figure(path: Path, task_title: str, gts, rows: list[dict], n_train: int
     draw.text((pad, height - foot + 3), f"{task_title}. {LABEL.format(n=n_train)}.", fill="black", font=font)
     draw.text((pad, height - foot + 16), prior_desc[:width // 6], fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    canvas.save(path, quality=85, optimize=True)
 
 
 # ------------------------------------------------------------------------------------ demo check
@@ -653,13 +865,21 @@ def check_demo(args, log) -> dict:
         files = sorted(out.rglob("*.png"))
         restored = [f for f in files if "measured" not in f.name and "_y" not in f.stem]
         measured = [f for f in files if "measured" in f.name]
-        if not restored or not measured:
-            raise RuntimeError(f"the demo wrote {[f.name for f in files]}: expected a restored and a measured image")
         api = json.loads((REPO / "workflows" / "api" / workflow.name).read_text())
-        gt_name = next(v["inputs"]["image"] for v in api.values() if v["class_type"] == "LoadImage")
-        gt = Image.open(base / "input" / gt_name).convert("RGB")
+        input_name = next(v["inputs"]["image"] for v in api.values() if v["class_type"] == "LoadImage")
+        if not restored:
+            raise RuntimeError(f"the demo wrote {[f.name for f in files]}: expected a restored image")
         rest = Image.open(restored[0]).convert("RGB")
-        bic = Image.open(measured[0]).convert("RGB").resize(gt.size, Image.BICUBIC)
+        if input_name in DEMO_REFERENCE:  # the user's small photo: the truth is the photo it was made from
+            gt = Image.open(base / "input" / DEMO_REFERENCE[input_name]).convert("RGB")
+            small = Image.open(base / "input" / input_name).convert("RGB")
+        elif measured:  # a synthetic workflow: the input is the truth, y was saved
+            gt = Image.open(base / "input" / input_name).convert("RGB")
+            small = Image.open(measured[0]).convert("RGB")
+        else:
+            raise RuntimeError(f"the demo wrote {[f.name for f in files]} and its input {input_name} has no known "
+                               "ground truth: expected a *_measured image")
+        bic = small.resize(gt.size, Image.BICUBIC)
 
         def t(img):
             return torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)[None]
@@ -678,14 +898,21 @@ def check_demo(args, log) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4, help="held-out images (seeded choice)")
+    parser.add_argument("--images", type=int, default=2,
+                        help="held-out images (seeded choice); the cost is linear in it (one batch per prompt)")
     parser.add_argument("--seed", type=int, default=12, help="seed of the image choice")
     parser.add_argument("--tasks", nargs="+", help="task keys (e.g. sr4 gdeblur inpaint_box@0.05); default: all")
     parser.add_argument("--noiseless-only", action="store_true")
-    parser.add_argument("--steps", type=int, nargs="*", default=list(STEPS),
-                        help="step sweep of C-ΠGDM / DDNM / C-ΠGFM on the noiseless tasks (stage 2)")
-    parser.add_argument("--grid-tasks", nargs="*", default=["sr4"], help="tasks of the vjp × bridge grid (stage 3)")
-    parser.add_argument("--grid-steps", type=int, nargs="*", default=[5])
+    parser.add_argument("--grid-tasks", nargs="*", default=list(GRID_TASKS),
+                        help="tasks of the steps × vjp × bridge grid (stage 3)")
+    parser.add_argument("--grid-steps", type=int, nargs="*", default=list(STEPS))
+    parser.add_argument("--full-grid", action="store_true",
+                        help="every vjp × bridge × steps cell (default: the step sweep of the default column, the "
+                             "other vjp and bridge modes at the middle step count)")
+    parser.add_argument("--all-noisy-rows", action="store_true",
+                        help="also img2img 0.5, DDNM and C-ΠGFM on the σ_y = 0.05 tasks (stage 1)")
+    parser.add_argument("--baselines-noisy", action="store_true",
+                        help="also run ΠGDM, DPS and TReg on the σ_y = 0.05 tasks (stage 2)")
     parser.add_argument("--treg-steps", type=int, default=TREG_STEPS)
     parser.add_argument("--max-minutes", type=float, default=0, help="start no prompt after this (0 = no limit)")
     parser.add_argument("--quick", action="store_true", help="one image, core methods only: a smoke run")
@@ -694,13 +921,20 @@ def main(argv=None):
                         "even if the committed file exists")
     parser.add_argument("--comfy-root", type=Path, default=None)
     parser.add_argument("--python", default=sys.executable)
-    parser.add_argument("--timeout", type=float, default=1800.0, help="per prompt")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT,
+                        help="seconds per prompt; a prompt that runs longer is interrupted and recorded as timed out")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "quality.md")
-    parser.add_argument("--figures", type=Path, default=REPO / "docs" / "images", help="'' = no figures")
+    parser.add_argument("--figures", default=str(REPO / "docs" / "images"), help="'' = no figures")
     parser.add_argument("--check-demo", action="store_true", help="only the demo check; exit 1 if it loses")
     parser.add_argument("--demo-workflow", help="default: the first workflows/*.json, as scripts/serve.sh")
     parser.add_argument("--demo-image", type=Path, help="also save the demo's restored image here")
+    parser.add_argument("--rerender", metavar="JSON", help="write --out again from a run's saved rows (<out>.json)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the ComfyUI server (OMP/MKL_NUM_THREADS; 0 = its default). On a "
+                             "shared, overloaded CPU 1 wastes less time in thread synchronisation")
     args = parser.parse_args(argv)
+    if args.threads:  # the server inherits the environment
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
     # kill -TERM: unwind through `finally`, so the ComfyUI server we started stops too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -714,9 +948,15 @@ def main(argv=None):
 
     if args.check_demo:
         return 0 if check_demo(args, log)["beats_bicubic"] else 1
+    if args.rerender:
+        saved = json.loads(Path(args.rerender).read_text())
+        tasks = [t for t in all_tasks() if saved["rows"].get(t.key)]
+        write_report(args.out, saved["header"], tasks, saved["rows"], saved["presets"], saved["note"])
+        log(f"wrote {args.out}")
+        return 0
 
     if args.quick:
-        args.images, args.steps, args.grid_tasks = 1, [], []
+        args.images, args.grid_tasks = 1, []
     crops, names, n_train = heldout_crops(args.images, args.seed)
     tasks = all_tasks()
     if args.noiseless_only:
@@ -727,7 +967,8 @@ def main(argv=None):
             parser.error(f"--tasks: unknown {sorted(unknown)}; choose from {[t.key for t in all_tasks()]}")
         tasks = [t for t in tasks if t.key in args.tasks]
     args.first_task = tasks[0].key
-    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
+    t_start = time.monotonic()
+    deadline = t_start + 60 * args.max_minutes if args.max_minutes else None
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -755,8 +996,8 @@ def main(argv=None):
             header = [
                 "# Restoration quality on the small learned prior (benchmarks/quality.py)", "",
                 f"Run {started}, commit {commit}: `python benchmarks/quality.py {cmdline}`. ComfyUI server on the CPU "
-                "of a shared 2-core machine (load average ~18 during the run): compare rows of one run, not absolute "
-                "times.", "",
+                f"of a shared 2-core machine (load average {os.getloadavg()[1]:.0f} at the start; other jobs ran "
+                "alongside): compare rows of one run, not absolute times.", "",
                 f"**The prior: {LABEL.format(n=n_train)}.** {info['eps']}; {info['vae']}; {info['flow_desc']}. "
                 "Every latent method is bounded by this VAE: a decoded latent is no better than the VAE's "
                 "reconstruction of the true image (see the `VAE round trip` row).", "",
@@ -766,26 +1007,40 @@ def main(argv=None):
                 "every row of a task. Metrics: the pack's PSNR / SSIM / Measurement Consistency nodes on the decoded "
                 "float output, mean over the images; s/image = the prompt's execution time on the server / batch size "
                 "(loaders cached; the first model row of the run also pays one-time loading).", "",
-                "Methods: classical = stock ImageScale of y (SR) and the Pseudo-Inverse node; img2img = VAEEncode of "
-                "the bicubic upscale (SR) or H⁺y → KSampler euler/normal, cfg 1, the C-ΠGDM preset's step count; stock "
-                "inpainting = SetLatentNoiseMask(VAEEncode(H⁺y), mask) → KSampler denoise 1.0; C-ΠGDM / C-ΠGFM / DDNM = "
-                "Inverse Solve (preset custom with the auto preset's w, λ, k, start; vjp autograd, bridge "
-                "latent_surrogate unless the row says otherwise); `+ Enforce Measurement` = the pack's Enforce Measurement "
-                "node on that C-ΠGDM output (x ← x + H⁺(y − Hx) after decoding; its s/image includes the solve). "
-                "The VAE round trip (the bound) and the unconditional sample (sanity) run on the first task only.", "",
-                "Left out / limits: ΠGDM and DPS exist in samplers/ but no node exposes them, so they cannot run "
-                f"through the server. TReg runs with data consistency only, cfg 1, {args.treg_steps} ddim_uniform "
-                "steps: the prior's cross-attention is inert (attn2.to_out = 0, prior/README.md), so the prompt, CFG "
-                "and adaptive negation (which adapts the null-prompt embedding, seen only through cross-attention) "
-                "cannot change its output at all, whatever CLIP vision model is connected. Step sweep rows "
-                f"({', '.join(map(str, args.steps)) or 'none'}) run on the noiseless tasks; the vjp × bridge grid at "
-                f"{', '.join(map(str, args.grid_steps))} steps on {', '.join(args.grid_tasks) or 'no task'}.", "",
+                "Methods: classical = stock ImageScale of y (SR) and the Pseudo-Inverse node H⁺y. What users do today: "
+                f"img2img = VAEEncode of the bicubic upscale (SR) or of H⁺y → KSampler euler/normal, cfg 1, {STOCK_STEPS} "
+                f"steps, denoise 0.3 / 0.5; stock inpainting = SetLatentNoiseMask(VAEEncode(H⁺y), mask) → KSampler "
+                f"denoise 1.0, {INPAINT_STEPS} steps, also with the known pixels pasted back (stock InvertMask + "
+                "ImageCompositeMasked, as many inpainting workflows do). The pack (Inverse Solve node unless said otherwise): `preset auto` "
+                "= the node as a user gets it (preset auto, vjp autograd, bridge auto; enforce_measurement off, so the "
+                "row shows the solver alone); DDNM = sampler ddnm, 10 steps; ΠGDM = sampler pigdm, 10 steps, w 1 (its "
+                f"standard weight r_t²); DPS = sampler dps, {DPS_STEPS} steps, step size ζ {DPS_ZETA:g}; C-ΠGFM = the flow "
+                "model (eps UNet + flow LoRA + stock ModelSamplingSD3 shift 1); TReg = TReg Solve with data consistency "
+                f"only, cfg 1, {args.treg_steps} ddim_uniform steps. Grid rows (`vjp=… bridge=…`) use preset custom "
+                "with the analytic preset's w, λ, k, start and noisy map, no restart. `+ Enforce Measurement` = the "
+                "pack's Enforce Measurement node on the row above's output (x ← x + H⁺(y − Hx) after decoding; with "
+                "σ_y > 0 only down to the noise level); the solve node is cached, so its s/image is the solve's plus "
+                "the node's. The VAE round trip (the bound) and the unconditional sample (sanity) run on the first "
+                f"task only. A prompt running longer than {args.timeout:.0f} s is interrupted and shown as timed out.", "",
+                "Grid (a representative subset of C-ΠGDM/C-ΠGFM × vjp × bridge × steps): on "
+                f"{', '.join(args.grid_tasks) or 'no task'}: " + ("every cell at " + ", ".join(map(str, args.grid_steps))
+                 + " steps" if args.full_grid else "the default column (autograd, latent_surrogate) at "
+                 + ", ".join(map(str, args.grid_steps)) + " steps and each other vjp and bridge mode at the middle step "
+                 "count") + ". ΠGDM, DPS and TReg run on the noiseless tasks and denoising"
+                + (" and on the σ_y = 0.05 tasks." if args.baselines_noisy else " (not on the σ_y = 0.05 tasks: time).")
+                + ("" if args.all_noisy_rows else " The σ_y = 0.05 tasks run classical, img2img 0.3, stock inpainting "
+                   "and C-ΠGDM preset auto only (img2img 0.5, DDNM and C-ΠGFM on the noiseless tasks: time).")
+                + "", "",
+                "TReg's adaptive negation is not measured: the prior's cross-attention is inert (attn2.to_out = 0, "
+                "prior/README.md), so the prompt, CFG and adaptive negation (which adapts the null-prompt embedding, "
+                "seen only through cross-attention) cannot change its output at all, whatever CLIP vision model is "
+                "connected.", "",
             ]
             presets = {t.key: presets_for(t) for t in tasks}
             rows_by_task = {t.key: [] for t in tasks}
             vae_rows = {}
             stopped = ""
-            for stage in (1, 2, 3, 4):
+            for stage in (1, 2, 3):
                 for task in tasks:
                     for m in mlist:
                         if m.stage != stage or not m.applies(task):
@@ -798,9 +1053,15 @@ def main(argv=None):
                                                                    log, rows_by_task[task.key]))
                         write_report(args.out, header, tasks, rows_by_task, presets, "_(run in progress)_")
                     if stage == 1 and args.figures and not task.noisy:
-                        save_figure(Path(args.figures) / f"quality_{task.key}.png", task.title, crops,
+                        save_figure(Path(args.figures) / f"quality_{task.key}.jpg", task.title, crops,
                                     rows_by_task[task.key], n_train, info["eps_short"])
+            minutes = (time.monotonic() - t_start) / 60
+            stopped = (stopped + " " if stopped else "") + (
+                f"_Run time {minutes:.0f} min; load average {os.getloadavg()[1]:.0f} at the end._")
             write_report(args.out, header, tasks, rows_by_task, presets, stopped)
+            if args.figures:
+                save_before_after(Path(args.figures) / "quality_before_after.jpg", tasks, rows_by_task, crops,
+                                  n_train)
         finally:
             server.stop()
     log(f"wrote {args.out}")

@@ -27,7 +27,7 @@ from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import autograd_fits, check_solver_memory, gigabytes
 from .comfy_bridge import (VaeBridge, checkpointed_blocks, grad_enabled, interrupted, is_dynamic,
                            make_differentiable, model_kind, model_sampling_of, vae_downscale)
-from .presets import PRESET_NAMES, preset
+from .presets import PRESET_NAMES, latent_preset
 from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_gradient, tile_inputs, tiled_denoiser
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, check_measurement
@@ -39,6 +39,9 @@ VJP_MODES = ("autograd", "finite_difference", "none", "auto")
 BRIDGE_CHOICES = ("auto",) + BRIDGE_MODES
 START_CHOICES = ("auto", "measurement", "input_latent")
 NOISY_CHOICES = ("exact", "paper")
+METHODS = ("conjugate", "ddnm", "pigdm", "dps")
+SAMPLER_CHOICES = ("auto",) + METHODS  # new choices go last
+ENFORCE_CHOICES = ("off", "on", "auto")  # default off: a workflow saved without the widget keeps its behaviour
 METHOD = {"vp": "C-ΠGDM (SamplerConjugatePiGDM)", "flow": "C-ΠGFM (SamplerConjugatePiGFM)"}
 MAX_RESTARTS = 4
 
@@ -121,6 +124,10 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
             if method == "ddnm":  # no Jacobian; noise-aware per-mode gain on the latent grid when σ_y > 0 and exact
                 return core.ddnm(denoiser, problem, sig, xx, sigma_y=None if exact else 0.0, callback=report,
                                  should_stop=interrupted)
+            if method in ("pigdm", "dps"):  # baselines (samplers/pigdm.py, dps.py): noiseless guidance
+                with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
+                      else contextlib.nullcontext()):
+                    return _run_baseline(kind, method, denoiser, problem, sig, xx, w, lam, mode, report)
             # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
             with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
                   else contextlib.nullcontext()):
@@ -219,6 +226,16 @@ def _run_method(kind: str, denoiser, problem, sigmas, x, w: float, lam: float, v
     return core.cpgfm(denoiser, problem, sigmas, x, w=w, lam=lam, k=k, **kw)
 
 
+def _run_baseline(kind: str, method: str, denoiser, problem, sigmas, x, w: float, lam: float, vjp: str, report):
+    """ΠGDM / ΠGFM (w, λ as for C-ΠGDM) or DPS (w = its step size ζ) on the same latent problem."""
+    kw = dict(vjp=vjp, callback=report, should_stop=interrupted)
+    if method == "dps":
+        return core.dps(denoiser, problem, sigmas, x, zeta=w, **kw)
+    if kind == "vp":
+        return core.pigdm(denoiser, problem, sigmas, x, w=w, lam=lam, **kw)
+    return core.pigfm(denoiser, problem, sigmas, x, w=w, **kw)
+
+
 # Diffusion models whose forward broke autograd (e.g. Flux's in-place residual adds), so later runs
 # go straight to finite differences. Weak: an unloaded model leaves the table.
 _NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -235,10 +252,11 @@ def make_sampler(family: str, measurement, vae, w: float, lam: float, vjp: str, 
         raise ValueError(f"noisy: unknown choice {noisy!r}; choose one of {NOISY_CHOICES}.")
     if not k >= 0:
         raise ValueError(f"k: must be >= 0 (0 = the paper's weight), got {k}.")
-    if method not in ("conjugate", "ddnm"):
-        raise ValueError(f"sampler: unknown method {method!r}; choose 'conjugate' or 'ddnm'.")
-    if method == "ddnm" and family != "vp":
-        raise ValueError("sampler: DDNM is implemented for diffusion models (SD1.5/SDXL); use C-ΠGFM for SD3/Flux.")
+    if method not in METHODS:
+        raise ValueError(f"sampler: unknown method {method!r}; choose one of {METHODS}.")
+    if method in ("ddnm", "dps") and family != "vp":
+        raise ValueError(f"sampler: {method.upper()} is implemented for diffusion models (SD1.5/SDXL); use C-ΠGFM "
+                         "(conjugate) or ΠGFM (pigdm) for SD3/Flux.")
     if vjp not in VJP_MODES:
         raise ValueError(f"vjp: unknown mode {vjp!r}; choose one of {VJP_MODES}.")
     resolve_bridge(bridge_mode)
@@ -485,13 +503,18 @@ class InverseSolveConjugate(io.ComfyNode):
                                tooltip="auto: the preset's method (C-ΠGDM / C-ΠGFM; measured best on every task of "
                                        "the analytic benchmark). conjugate: C-ΠGDM for SD1.5/SDXL, C-ΠGFM for SD3/Flux. "
                                        "ddnm: DDIM with null-space projection (Wang et al. 2023): one model call per "
-                                       "step and no backward pass, diffusion models only."),
+                                       "step and no backward pass, diffusion models only. pigdm: ΠGDM (ΠGFM for "
+                                       "flow models), the non-conjugate baseline, noiseless guidance. dps: diffusion "
+                                       "posterior sampling (Chung et al. 2023), w = its step size ζ, diffusion models "
+                                       "only; baselines for comparison (benchmarks/quality.py)."),
                 _k_input(),
-                io.Combo.Input("enforce_measurement", options=["off", "on"], default="off", optional=True,
+                io.Combo.Input("enforce_measurement", options=list(ENFORCE_CHOICES), default="off", optional=True,
                                tooltip="on: after decoding, move the image onto the measurement in pixel space "
                                        "(x ← x + H⁺(y − Hx), exact agreement for a noiseless measurement; with "
                                        "sigma_y > 0 the smallest change that brings the residual to the noise level). Same as the "
-                                       "Enforce Measurement node. The result is clamped to [0, 1]."),
+                                       "Enforce Measurement node. The result is clamped to [0, 1]. auto: the "
+                                       "preset decides (measured on a latent prior, benchmarks/results/quality.md; "
+                                       "off with preset = custom)."),
                 _noisy_input(custom_only=True),
                 _restarts_input(" Used with preset = custom (the presets set it)."),
                 *tile_inputs(),
@@ -510,7 +533,6 @@ class InverseSolveConjugate(io.ComfyNode):
         return io.NodeOutput(image, latent)
 
 
-SAMPLER_CHOICES = ("auto", "conjugate", "ddnm")
 
 
 def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
@@ -520,19 +542,24 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
     check_finite(cfg=cfg, w=w, lam=lam, start=start, k=k)
     if sampler not in SAMPLER_CHOICES:
         raise ValueError(f"sampler: unknown choice {sampler!r}; choose one of {SAMPLER_CHOICES}.")
-    if enforce_measurement not in ("off", "on"):
-        raise ValueError(f"enforce_measurement: choose 'off' or 'on', got {enforce_measurement!r}.")
+    if enforce_measurement not in ENFORCE_CHOICES:
+        raise ValueError(f"enforce_measurement: choose one of {ENFORCE_CHOICES}, got {enforce_measurement!r}.")
     ms = model_sampling_of(model)
     kind = model_kind(ms)
     if not isinstance(measurement, Measurement):
         check_measurement(measurement, (1, 1, 1, 1), 8)
     method = "conjugate" if sampler == "auto" else sampler
     restart_start = core.TAU_RESTART  # the presets may choose another
+    enforce = enforce_measurement == "on"
     if preset_name != "custom":
-        p = preset(preset_name, kind, measurement.operator, measurement.sigma_y, measurement.image_shape)
+        p = latent_preset(preset_name, kind, measurement.operator, measurement.sigma_y, measurement.image_shape)
         steps, w, lam, start, k, noisy = p["steps"], p["w"], p["lam"], p["start"], p["k"], p["noisy"]
         restarts, restart_start = p["restarts"], p["restart_start"]
         method = p["sampler"] if sampler == "auto" else sampler
+        if enforce_measurement == "auto":
+            enforce = p["enforce"]
+        if bridge_mode == "auto":
+            bridge_mode = p["bridge"]
     sigmas = inverse_sigmas(ms, steps, start)
     ksampler = make_sampler(kind, measurement, vae, w, lam, vjp, bridge_mode, k=k, method=method, noisy=noisy,
                             restarts=restarts, restart_start=restart_start, tile_size=tile_size,
@@ -559,7 +586,7 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
             "set sigma_y to 0, or choose preset 'custom' with a smaller w.")) from err.__cause__
     samples = samples.to(comfy.model_management.intermediate_device())
     image = decode_output(vae, samples, latent_tiles(tile_size, tile_overlap))
-    if enforce_measurement == "on":
+    if enforce:
         image = enforce_on_image(image, measurement)
     return image, {"samples": samples}
 

@@ -481,11 +481,13 @@ def modular_cpgdm(wf, ckpt, pos, neg, meas, steps, w, lam, start, cfg=1.0, laten
     return decode
 
 
-def all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto", steps=5, w=15.0, lam=0.0, start=0.4, stage=2):
+def all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto", steps=5, w=15.0, lam=0.0, start=0.4, stage=2,
+                     enforce=None):
     wf.group("solve", "Solver: Inverse Solve (C-ΠGDM, all-in-one)", stage, "solve")
+    extra = {} if enforce is None else {"enforce_measurement": enforce}
     return wf.node("InverseSolveConjugate", "solve", 0, model=ckpt[0], vae=ckpt[2], positive=pos[0], negative=neg[0],
                    measurement=meas[0], preset=preset, steps=steps, cfg=1.0, w=w, lam=lam, start=start, seed=0,
-                   vjp="autograd", bridge_mode="auto")
+                   vjp="autograd", bridge_mode="auto", **extra)
 
 
 def wf_sr4():
@@ -748,7 +750,9 @@ def wf_real_photo():
         "Models: SD1.5 / SD2.x / SDXL (SD3/Flux: the same node runs C-ΠGFM).\n\n"
         "Parameters that work: factor 2–8 (the photo's sides × factor must be multiples of 8: crop first); "
         "sigma_y 0.005–0.03 for JPEG-ish photos (with σ_y > 0, preset auto uses the exact noisy map, w 5); 'box' kernel "
-        "for images made by area averaging. A prompt describing the photo (cfg 2–4) sharpens faces and text."
+        "for images made by area averaging. A prompt describing the photo (cfg 2–4) sharpens faces and text. "
+        "enforce_measurement auto lets the preset decide whether the decoded image is moved onto the measurement "
+        "(on for upscaling: it won on the latent prior of benchmarks/results/quality.md)."
         + COMMON_NOTE))
     wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
     ckpt, pos, neg, _ = sd15_loader(wf, prompt="a sharp detailed photo")
@@ -756,7 +760,8 @@ def wf_real_photo():
     load = wf.node("LoadImage", "measure", 0, title="Your low-resolution photo", image=PHOTO_SMALL)
     op = wf.node("InverseSuperResolution", "measure", 1, factor=4, kernel="bicubic")
     meas = wf.node("InverseMeasurementFromImage", "measure", 1, image=load[0], operator=op[0], sigma_y=0.01)
-    solve = all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto")
+    # enforce_measurement auto: the preset's choice, measured on a latent prior (benchmarks/results/quality.md)
+    solve = all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto", enforce="auto")
     outputs(wf, "real_photo_x4_cpgdm", solve[0], meas, None, None, meas[1])
     return wf
 

@@ -265,3 +265,36 @@ def test_ddnm_noisy_widget_old_workflows_keep_the_plain_projection(comfy, tiny_m
     prompt["sampler"]["inputs"]["noisy"] = "exact"
     _, exact = check_restored(comfy, comfy.run(prompt, timeout=300), 4)
     assert not np.allclose(exact, paper, atol=1e-4)
+
+
+def test_pigdm_and_dps_sampler_choices_and_enforce_auto(comfy, tiny_models, photo):
+    """The baselines as `sampler` choices of the all-in-one node: ΠGDM and DPS run, and differ from C-ΠGDM
+    (the same model, measurement and seed); DPS on a flow model is refused naming the input; with
+    preset auto, enforce_measurement = auto applies the latent preset's choice (samplers/latent_presets.py)."""
+    one = all_in_one_prompt(tiny_models, "sd15", photo, vjp="autograd", steps=2, seed=3, cfg=1.0, w=1.0, lam=0.0,
+                            start=0.4)
+    results = {}
+    for sampler in ("conjugate", "pigdm", "dps"):
+        one["solve"]["inputs"]["sampler"] = sampler
+        _, results[sampler] = check_restored(comfy, comfy.run(one, timeout=300), 4)
+    assert not np.allclose(results["pigdm"], results["conjugate"], atol=1e-5)
+    assert not np.allclose(results["dps"], results["conjugate"], atol=1e-5)
+    assert not np.allclose(results["dps"], results["pigdm"], atol=1e-5)
+    flow = all_in_one_prompt(tiny_models, "sd3", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=1.0, lam=0.2,
+                             start=0.4)
+    flow["solve"]["inputs"]["sampler"] = "dps"
+    expect_execution_error(comfy, flow, "sampler:", "diffusion models")
+    # preset auto + enforce_measurement auto = the latent preset's enforce (on for SR ×4): the enforced image
+    # reproduces the noiseless measurement far better than the plain decode
+    one["solve"]["inputs"].update({"sampler": "auto", "preset": "auto", "vjp": "none"})
+    one["cons"] = node("InverseMeasurementConsistency", image=["solve", 0], measurement=["meas", 0])
+    residual = {}
+    for enforce in ("off", "auto"):
+        one["solve"]["inputs"]["enforce_measurement"] = enforce
+        history = comfy.run(one, timeout=300)
+        residual[enforce] = float(comfy.texts(history, "cons")[0].split(":")[1].split()[0])
+    from comfyui_inverse.operators import SuperResolution
+    from comfyui_inverse.samplers.latent_presets import latent_preset
+
+    assert latent_preset("auto", "vp", SuperResolution(4), 0.0)["enforce"]
+    assert residual["auto"] < 0.2 * residual["off"], residual
