@@ -928,7 +928,9 @@ def main(argv=None):
     parser.add_argument("--check-demo", action="store_true", help="only the demo check; exit 1 if it loses")
     parser.add_argument("--demo-workflow", help="default: the first workflows/*.json, as scripts/serve.sh")
     parser.add_argument("--demo-image", type=Path, help="also save the demo's restored image here")
-    parser.add_argument("--rerender", metavar="JSON", help="write --out again from a run's saved rows (<out>.json)")
+    parser.add_argument("--rerender", metavar="JSON", nargs="+",
+                        help="write --out again from runs' saved rows (<out>.json; several: merged, first wins)")
+    parser.add_argument("--extra-header", nargs="*", default=[], help="paragraphs added to the header (--rerender)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the ComfyUI server (OMP/MKL_NUM_THREADS; 0 = its default). On a "
                              "shared, overloaded CPU 1 wastes less time in thread synchronisation")
@@ -949,9 +951,16 @@ def main(argv=None):
     if args.check_demo:
         return 0 if check_demo(args, log)["beats_bicubic"] else 1
     if args.rerender:
-        saved = json.loads(Path(args.rerender).read_text())
-        tasks = [t for t in all_tasks() if saved["rows"].get(t.key)]
-        write_report(args.out, saved["header"], tasks, saved["rows"], saved["presets"], saved["note"])
+        saved = [json.loads(Path(f).read_text()) for f in args.rerender]
+        rows, presets = {}, {}
+        for part in saved:  # later files add the rows (task, method, steps) the earlier ones lack
+            presets.update(part["presets"])
+            for key, part_rows in part["rows"].items():
+                have = {(r["method"], str(r["steps"])) for r in rows.get(key, [])}
+                rows.setdefault(key, []).extend(r for r in part_rows if (r["method"], str(r["steps"])) not in have)
+        tasks = [t for t in all_tasks() if rows.get(t.key)]
+        note = " ".join(part["note"] for part in saved if part["note"])
+        write_report(args.out, saved[0]["header"] + args.extra_header, tasks, rows, presets, note)
         log(f"wrote {args.out}")
         return 0
 
