@@ -101,8 +101,11 @@ class TiledDenoiser:
                     total[top:top + th, left:left + tw] += w2
             if not bool((total > 0).all()):  # cannot happen with overlap > 2·margin; guards edits
                 raise RuntimeError("tile windows leave pixels with zero total weight.")
-            weights = [(w2 / total[t:t + h, l:l + w]).to(device=device, dtype=dtype)
-                       for w2, (t, l, h, w) in zip(windows, tiles)]
+            # ordinary tensors even when first built under inference mode (the host's), since a later
+            # autograd call multiplies by them and saves them for backward
+            with torch.inference_mode(False):
+                weights = [(w2 / total[t:t + h, l:l + w]).to(device=device, dtype=dtype)
+                           for w2, (t, l, h, w) in zip(windows, tiles)]
             self._plans[key] = (tiles, weights)
         return self._plans[key]
 

@@ -73,6 +73,21 @@ def test_per_tile_vjp_equals_backprop_through_the_blend():
     assert _rel(out.detach(), local_denoiser(x, sigma)) > 1e-6  # the margin really was too small here
 
 
+@pytest.mark.parametrize("max_batch", [1, 64])  # per-tile backward / one batch = the plain backward
+def test_vjp_works_after_a_first_call_under_inference_mode(max_batch):
+    """ComfyUI samples under torch.inference_mode: a plan (blend weights) first built there must not
+    leave inference tensors that a later autograd VJP saves for backward."""
+    x = _x((1, 3, 30, 30), seed=5)
+    sigma = torch.tensor([1.0], dtype=torch.float64)
+    td = TiledDenoiser(local_denoiser, 20, 12, max_batch=max_batch)  # margin 3 = R: exact
+    with torch.inference_mode():
+        first = td(x.clone(), sigma.clone())
+    cot = lambda x0: torch.cos(x0)  # noqa: E731
+    x0, _, jtc = AutogradVJP()(td, x.clone(), sigma, cot)
+    _, _, j_ref = AutogradVJP()(local_denoiser, x, sigma, cot)
+    assert _rel(x0, first) <= 1e-12 and _rel(jtc, j_ref) <= 1e-10
+
+
 def test_weights_partition_of_unity_and_positive_total():
     for (h, w), tile, overlap in [((37, 53), 16, 8), ((64, 64), 32, 16), ((9, 100), 40, 10)]:
         td = TiledDenoiser(local_denoiser, tile, overlap)
