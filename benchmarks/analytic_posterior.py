@@ -14,7 +14,8 @@ Rows:
   C-ΠGDM ω + restart  5 steps, re-noised to the preset's τ_r (0.3; inpainting 0.2), 5 more steps
                (10 NFE; samplers/restarts.py)
   The headline's default is what preset "auto" runs at 10 NFE: "ω + restart" where the preset
-  has a restart (noiseless), else "ω" (noisy).
+  has a restart (noiseless; σ_y > 0: SR, inpainting, colorization), else "ω" (σ_y > 0: blurs,
+  10 straight steps).
   C-ΠGDM paper w = 15, k = 0 (σ_y > 0: the released noisy map, w = 2, λ = −0.15), grid to t = 0.001
   DDNM         DDIM + x̂0 ← x̂0 + H⁺(y − Hx̂0) (noise-aware gain when σ_y > 0), same grid as C-ΠGDM ω
   ΠGDM         continuous ΠGDM, w = 3 (its best in the earlier runs; w = 1 is *not* the exact

@@ -243,6 +243,13 @@ def test_start_policy_and_presets():
     assert p["task"] == "colorize" and p["start"] == 0.6 and p["k"] > 0
     noisy = preset("auto", "vp", SuperResolution(4), 0.05, shape)  # noisy: the exact per-mode map
     assert noisy["noisy"] == "exact" and (noisy["w"], noisy["k"], noisy["lam"]) == (5.0, 2.0, 0.0)
+    # noisy, 10 NFE either way: a restart where the operator has a null space, straight steps for blurs
+    assert (noisy["steps"], noisy["restarts"], noisy["restart_start"]) == (5, 1, TAU_RESTART)
+    hole = preset("auto", "vp", Inpainting(block), 0.05, shape)
+    assert (hole["restarts"], hole["restart_start"]) == (1, 0.2)
+    for blur in (GaussianBlur(2.0), MotionBlur(3.0, 45.0)):
+        straight = preset("auto", "vp", blur, 0.05, shape)
+        assert (straight["steps"], straight["restarts"]) == (10, 0)
     flow = preset("auto", "flow", SuperResolution(4), 0.05, shape)
     assert flow["noisy"] == "exact" and flow["k"] == 1.0 and preset("auto", "flow", SuperResolution(4), 0.0)["k"] == 4.0
 
