@@ -7,13 +7,14 @@ against a server whose models folder holds stand-in model files; MAP.json maps t
 model names to them ({"v1-5-pruned-emaonly.safetensors": "tiny_sd15.safetensors", ...}).
 Here they are the tests' tiny RANDOM-WEIGHT models, so the "after" pictures show that the
 graphs run end to end, not restoration quality; the images are labelled as such.
-Writes docs/images/<workflow>.png (before | after, < 100 KB).
+Writes docs/images/<workflow name as snake_case>.png (before | after, < 100 KB).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,11 @@ def run_workflow(path: Path, server: str, models: dict, size: int, inputs: Path,
     if proc.returncode != 0:
         raise SystemExit(f"{path.name}: runner failed:\n{proc.stderr[-3000:]}")
     return [Path(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def doc_image_name(stem: str) -> str:
+    """'03 Upscale x4, step by step' -> '03_upscale_x4_step_by_step' (no spaces in Markdown links)."""
+    return re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
 
 
 def pair_image(name: str, before: Path, after: Path, size: int, target: Path) -> None:
@@ -92,8 +98,8 @@ def main(argv=None) -> int:
             restored = [p for p in written if "_measured_" not in p.name]
             measured = [p for p in written if "_measured_" in p.name]
             before = measured[0] if measured else inputs / "inverse_astronaut_128.png"
-            target = OUT / f"{path.stem}.png"
-            pair_image(path.stem.split("_", 1)[1].replace("_", " "), before, restored[0], args.size, target)
+            target = OUT / f"{doc_image_name(path.stem)}.png"
+            pair_image(path.stem, before, restored[0], args.size, target)
             print(f"{target.relative_to(REPO)}: {target.stat().st_size // 1024} KB")
     return 0
 
