@@ -22,6 +22,7 @@ import comfy.utils
 import latent_preview
 
 from .. import samplers as core
+from ..samplers.cpgdm_noisy import problem_spectrum
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import autograd_fits, check_solver_memory, gigabytes
@@ -62,15 +63,21 @@ def resolve_bridge(mode: str) -> str:
     return mode
 
 
-def unstable_settings_error(sigma_y: float, w: float, product: float, note: str = "") -> ValueError:
+def unstable_settings_error(sigma_y: float, w: float, product: float, exact_available: bool = True,
+                            note: str = "") -> ValueError:
     """Noisy C-ΠGDM refused, worded in the widgets' units (the sampler sees the latent σ_y). A plain
-    ValueError (the type the UI shows), tagged so the all-in-one node can add what its preset chose."""
+    ValueError (the type the UI shows), tagged so the all-in-one node can add what its preset chose.
+    exact_available: the latent operator has the spectral form noisy = exact needs (without it, exact
+    already fell back to this correction, so suggesting it would not help)."""
+    fix = ("Choose noisy = exact (no such limit), lower w or sigma_y," if exact_available else
+           "noisy = exact cannot help: this operator has no spectral form (a chain such as a circular blur "
+           "then box downsampling), so it falls back to this correction. Lower w or sigma_y, raise the "
+           "blur's threshold,")
     error = ValueError(
         f"measurement: sigma_y = {sigma_y:g} (the measurement node's widget) makes C-ΠGDM use its noisy "
         f"correction, which is unstable for this operator at w = {w:g} (max|c3|·‖H⁺(H⁺)ᵀ‖ = {product:.3g}, "
-        "must be < 0.5). Choose noisy = exact (no such limit), lower w or sigma_y, or set sigma_y to 0 "
-        f"(noiseless settings).{note}")
-    error.unstable_settings = (sigma_y, w, product)
+        f"must be < 0.5). {fix} or set sigma_y to 0 (noiseless settings).{note}")
+    error.unstable_settings = (sigma_y, w, product, exact_available)
     return error
 
 
@@ -139,7 +146,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     try:
         return sample_with(vjp)
     except core.UnstableNoisyCorrection as err:
-        raise unstable_settings_error(measurement.sigma_y, w, err.product) from err
+        exact_available = problem_spectrum(problem, problem.pinv_y) is not None
+        raise unstable_settings_error(measurement.sigma_y, w, err.product, exact_available) from err
     except core.AutogradUnavailable as err:
         _NO_AUTOGRAD[base.diffusion_model] = True
         log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
