@@ -43,3 +43,21 @@ def test_latent_tables_name_only_known_tasks_and_keys():
         assert {key.removesuffix("@noisy") for key in table} <= set(TASKS)
         for overrides in table.values():
             assert set(overrides) <= known - {"task"}
+
+
+def test_latent_presets_are_the_quality_benchmarks_winners():
+    """The choices recorded in benchmarks/results/quality.md: DDNM + enforce on SR and deblurring (the same
+    pixels as C-ΠGDM there, no backward pass), C-ΠGDM + enforce on inpainting, enforce with σ_y > 0; a rerun
+    that changes them must change this test with the table."""
+    def vp(task, sigma_y=0.0):
+        return latent_preset("auto", "vp", OPERATORS[task], sigma_y, SHAPE)
+
+    for task in ("sr4", "sr8", "gaussian_deblur", "motion_deblur"):
+        got = vp(task)
+        assert (got["sampler"], got["steps"], got["restarts"], got["enforce"]) == ("ddnm", 10, 0, True)
+        assert vp(task, 0.05)["enforce"] and vp(task, 0.05)["sampler"] == "conjugate"
+    assert vp("denoise", 0.1)["sampler"] == "ddnm" and vp("denoise", 0.1)["enforce"]
+    assert vp("inpaint")["sampler"] == "conjugate" and vp("inpaint")["enforce"] and vp("inpaint")["bridge"] == "auto"
+    assert not vp("colorize")["enforce"]  # the latent solvers refuse colorization; nothing measured
+    flow = latent_preset("auto", "flow", OPERATORS["sr4"], 0.0, SHAPE)
+    assert flow["sampler"] == "conjugate" and flow["enforce"]
