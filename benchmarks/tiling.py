@@ -14,7 +14,7 @@
    stock Euler from the same start (encoded bicubic-pseudo-inverse + noise at the same σ0) with the
    same tiled denoiser and no measurement guidance.
 
-    python benchmarks/tiling.py --models /path/to/models [--sizes 512 768 1024 1536] [--skip-comfy]
+    python benchmarks/tiling.py --models /path/to/models [--sizes 512 768 1024] [--threads 1] [--skip-comfy]
 """
 
 from __future__ import annotations
@@ -237,7 +237,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--comfy", default=os.environ.get("COMFYUI_PATH", os.path.expanduser("~/.cache/comfyui-inverse/ComfyUI")))
     parser.add_argument("--models", help="models/ dir built by tests/host/tiny_models.py")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 768, 1024, 1536])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[512, 768, 1024])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: on a shared, oversubscribed CPU every multi-threaded op "
+                             "waits for a descheduled partner thread, so time follows the number of ops, not the "
+                             "work — results/tiling.md §4)")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels")
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
@@ -264,6 +268,9 @@ def main(argv=None):
         from comfyui_inverse.benchmarks.comfy_overhead import import_comfy
 
         import_comfy(args.comfy, ["--use-pytorch-cross-attention"])
+        import torch
+
+        torch.set_num_threads(args.threads)
         memory, consistency = comfy_rows(Path(args.models), args.sizes, args.tile, args.overlap, args.steps,
                                          lambda m: print(m, flush=True))
         lines += ["", f"## Memory vs image size (tiny SD3, C-ΠGFM autograd + checkpointed blocks, tile {args.tile} px, "
@@ -289,7 +296,8 @@ def main(argv=None):
         e = vram_estimate(family, side, tile, ratio, wbytes)
         lines.append(f"| {label} | {tile}² | {e['weights']:.1f} | {e['step']:.2f} | {e['vae']:.2f} | {e['buffers']:.2f} "
                      f"| {e['total']:.1f} | {e['untiled']:.1f} |")
-    lines += ["", f"Total {time.perf_counter() - t0:.0f} s; load average at end {os.getloadavg()[0]:.1f}."]
+    lines += ["", f"Total {time.perf_counter() - t0:.0f} s; {args.threads} torch thread(s); load average at end "
+                  f"{os.getloadavg()[0]:.1f}."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-12:]))
