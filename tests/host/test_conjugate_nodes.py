@@ -298,3 +298,18 @@ def test_pigdm_and_dps_sampler_choices_and_enforce_auto(comfy, tiny_models, phot
 
     assert latent_preset("auto", "vp", SuperResolution(4), 0.0)["enforce"]
     assert residual["auto"] < 0.2 * residual["off"], residual
+
+
+def test_noisy_auto_preset_runs_the_restart_and_wiener_start_seeded(comfy, tiny_models, photo):
+    """preset auto with sigma_y > 0 (issue 13): 5 steps + one restart from E(W y) with the exact noisy map, and
+    the noise-aware latent DDNM; the same seed gives the same latent, the two samplers differ."""
+    prompt = all_in_one_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=5.0, lam=0.0,
+                               start=0.4)
+    prompt["meas"]["inputs"]["sigma_y"] = 0.05
+    prompt["solve"]["inputs"].update({"preset": "auto", "enforce_measurement": "on"})
+    _, first = check_restored(comfy, comfy.run(prompt, timeout=600), 4)
+    _, again = check_restored(comfy, comfy.run(prompt, timeout=600), 4)
+    assert np.array_equal(first, again)
+    prompt["solve"]["inputs"]["sampler"] = "ddnm"
+    _, ddnm = check_restored(comfy, comfy.run(prompt, timeout=600), 4)
+    assert not np.allclose(ddnm, first, atol=1e-4)
