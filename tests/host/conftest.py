@@ -13,6 +13,7 @@ tiny_models  (session) tiny random-weight models built into comfy.models_dir (ti
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from comfyui_inverse.tests.host.comfy_client import HostComfy
 
 MODEL_FOLDERS = ("checkpoints", "vae", "vae_approx", "clip", "clip_vision", "diffusion_models",
                  "loras", "text_encoders")
-STARTUP_TIMEOUT = 120.0
+STARTUP_TIMEOUT = float(os.environ.get("INVERSE_STARTUP_TIMEOUT", 300))  # s; a loaded 2-core box needs >120
 
 
 def comfy_root_or_fail() -> Path:
