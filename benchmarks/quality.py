@@ -747,8 +747,8 @@ def short_name(row: dict) -> str:
     name = row["method"].replace("Inverse Solve, preset auto (C-ΠGDM)", "C-ΠGDM auto").replace(
         "Inverse Solve, preset auto (C-ΠGFM)", "C-ΠGFM auto").replace("+ Enforce Measurement", "+ enforce")
     name = name.replace(" (ImageScale)", "").replace(" (Pseudo-Inverse)", "")
-    return name.replace("SetLatentNoiseMask + KSampler", "stock inpaint").replace(
-        "paste known pixels", "paste").split(" (")[0]
+    name = name.replace("SetLatentNoiseMask + KSampler", "stock inpaint").replace("paste known pixels", "paste")
+    return re.sub(r" \([^)]*\)", "", name)
 
 
 def _psnr_u8(image, truth) -> float:
