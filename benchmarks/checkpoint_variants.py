@@ -1,0 +1,87 @@
+"""Which modules to activation-checkpoint during the autograd VJP (benchmarks/results/tiling.md §3).
+
+One VJP of the tiny SD1.5/SDXL UNet (in-process ComfyUI --cpu, SDPA, one torch thread): Jᵀu for a
+seeded latent, cotangent and context, with nodes/comfy_bridge.checkpointed_blocks patching the module
+types listed per variant, against plain backprop. Prints peak extra RSS (freed buffers returned to the
+OS), CPU seconds, and whether Jᵀu equals plain backprop bit for bit. The no-grad forward is the scale.
+
+    python benchmarks/checkpoint_variants.py --models /path/to/models [--family sdxl] [--size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfy", default=os.environ.get("COMFYUI_PATH", os.path.expanduser("~/.cache/comfyui-inverse/ComfyUI")))
+    parser.add_argument("--models", required=True, help="models/ dir built by tests/host/tiny_models.py")
+    parser.add_argument("--family", choices=["sd15", "sdxl"], default="sdxl")
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args(argv)
+
+    from comfyui_inverse.benchmarks import comfy_overhead as co
+
+    co.import_comfy(args.comfy, ["--use-pytorch-cross-attention"])
+    import torch
+
+    from comfyui_inverse.nodes import comfy_bridge as cb
+
+    torch.set_num_threads(1)
+    co._LIBC = co._libc()
+    model, _ = co.load(Path(args.models), args.family)
+    dm = model.model.diffusion_model
+    cb.make_differentiable(dm, model)
+    g = torch.Generator().manual_seed(0)
+    lat = args.size // 8
+    x, u = torch.randn(1, 4, lat, lat, generator=g), torch.randn(1, 4, lat, lat, generator=g)
+    t = torch.tensor([500.0])
+    ctx = torch.randn(1, 77, 2048 if args.family == "sdxl" else 768, generator=g)
+    extra = {"y": torch.randn(1, 2816, generator=g)} if args.family == "sdxl" else {}
+
+    def measured(fn):
+        co._release_free_memory()
+        base = co.rss_kb()
+        co.reset_peak()
+        t0 = time.process_time()
+        out = fn()
+        return out, (co.hwm_kb() - base) / 1024, time.process_time() - t0
+
+    def vjp(blocks):
+        def run():
+            saved = cb.CHECKPOINT_BLOCKS
+            cb.CHECKPOINT_BLOCKS = blocks
+            try:
+                with torch.enable_grad(), (cb.checkpointed_blocks(dm) if blocks else contextlib.nullcontext()):
+                    xg = x.clone().requires_grad_(True)
+                    return torch.autograd.grad(dm(xg, t, context=ctx, **extra), xg, u)[0]
+            finally:
+                cb.CHECKPOINT_BLOCKS = saved
+        return run
+
+    variants = [("blocks (ResBlock, BasicTransformerBlock; the default)", cb.CHECKPOINT_BLOCKS),
+                ("whole SpatialTransformers (blocks nested inside) + ResBlock", ("SpatialTransformer",) + cb.CHECKPOINT_BLOCKS),
+                ("plain backprop", ())]
+    with torch.inference_mode(False):
+        with torch.no_grad():
+            _, peak, sec = measured(lambda: dm(x, t, context=ctx, **extra))
+        print(f"{args.family} {args.size}²: forward (no grad) peak +{peak:.0f} MiB, {sec:.1f} s CPU", flush=True)
+        results = {}
+        for name, blocks in variants:
+            jtu, peak_v, sec_v = measured(vjp(blocks))
+            results[name] = jtu
+            print(f"{name}: peak +{peak_v:.0f} MiB ({peak_v / peak:.2f}× the forward), {sec_v:.1f} s CPU", flush=True)
+        ref = results["plain backprop"]
+        for name, jtu in results.items():
+            print(f"{name}: bit-exact vs plain backprop: {torch.equal(jtu, ref)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
