@@ -125,3 +125,43 @@ def test_vjp_auto_names_its_choice_in_the_log(comfy, tiny_models, big_photo):
     prompt = modular_prompt(tiny_models, "sd3", big_photo, vjp="auto", steps=1, seed=4, latent_size=SIZE)
     restored(comfy, comfy.run(prompt), 16)
     assert "vjp auto → autograd (autograd step needs about" in comfy.log_text()  # tiny model, plenty of RAM
+
+
+CHECKPOINT_VJP = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+    comfy.options.enable_args_parsing()
+    import comfy.sd, torch
+    from comfyui_inverse.nodes.comfy_bridge import checkpointed_blocks, make_differentiable
+    model = comfy.sd.load_checkpoint_guess_config(PATH, output_clip=False)[0]
+    dm = model.model.diffusion_model
+    make_differentiable(dm, model)
+    g = torch.Generator().manual_seed(0)
+    x, u = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    ctx, t = torch.randn(1, 77, 768, generator=g), torch.tensor([500.0])
+
+    def vjp(checkpointed):
+        with torch.enable_grad(), (checkpointed_blocks(dm) if checkpointed else torch.enable_grad()) as n:
+            xg = x.clone().requires_grad_(True)
+            return torch.autograd.grad(dm(xg, t, context=ctx), xg, u)[0], n
+
+    (plain, _), (ckpt, patched) = vjp(False), vjp(True)
+    restored = all("forward" not in m.__dict__ for m in dm.modules())
+    print(json.dumps({"equal": torch.equal(plain, ckpt), "patched": patched, "restored": restored,
+                      "nonzero": bool(plain.abs().sum() > 0)}))
+""")
+
+
+def test_checkpointed_vjp_equals_plain_backprop_bit_for_bit(comfy, tiny_models):
+    """The autograd VJP with the UNet's blocks activation-checkpointed (the default during our VJP) is
+    exactly plain backprop, and the patch is gone afterwards (other samplers see the model unchanged)."""
+    ckpt = comfy.models_dir / "checkpoints" / tiny_models["sd15_ckpt"]
+    code = CHECKPOINT_VJP.replace("PATH", repr(str(ckpt)))
+    result = subprocess.run([sys.executable, "-c", code, str(comfy.server.comfy_root)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["patched"] > 0 and out["nonzero"] and out["restored"]
+    assert out["equal"]
