@@ -481,6 +481,16 @@ def modular_cpgdm(wf, ckpt, pos, neg, meas, steps, w, lam, start, cfg=1.0, laten
     return decode
 
 
+def sdxl_model_group(wf):
+    """The SDXL checkpoint with its prompt and negative prompt (workflows 12 and 13)."""
+    wf.group("model", "Model (SDXL checkpoint)", 0, "model")
+    ckpt = wf.node("CheckpointLoaderSimple", "model", ckpt_name=SDXL, title="Load Checkpoint (SDXL)")
+    pos = wf.node("CLIPTextEncode", "model", 1, title="Prompt", text="a sharp detailed photo", clip=ckpt[1])
+    neg = wf.node("CLIPTextEncode", "model", 1, title="Negative prompt", text="blurry, jpeg artifacts",
+                  clip=ckpt[1])
+    return ckpt, pos, neg
+
+
 def all_in_one_cpgdm(wf, ckpt, pos, neg, meas, preset="auto", steps=5, w=15.0, lam=0.0, start=0.4, stage=2,
                      enforce=None):
     wf.group("solve", "Solver: Inverse Solve (C-ΠGDM, all-in-one)", stage, "solve")
@@ -779,11 +789,7 @@ def wf_sdxl():
         "cfg 1–4 with a prompt that describes the photo. CPU: minutes per step at 1024² — use a GPU."
         + COMMON_NOTE))
     wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
-    wf.group("model", "Model (SDXL checkpoint)", 0, "model")
-    ckpt = wf.node("CheckpointLoaderSimple", "model", ckpt_name=SDXL, title="Load Checkpoint (SDXL)")
-    pos = wf.node("CLIPTextEncode", "model", 1, title="Prompt", text="a sharp detailed photo", clip=ckpt[1])
-    neg = wf.node("CLIPTextEncode", "model", 1, title="Negative prompt", text="blurry, jpeg artifacts",
-                  clip=ckpt[1])
+    ckpt, pos, neg = sdxl_model_group(wf)
     wf.group("measure", "Measurement from your photo (no simulation)", 0, "measure")
     load = wf.node("LoadImage", "measure", 0, title="Your low-resolution photo", image=PHOTO_SMALL)
     op = wf.node("InverseSuperResolution", "measure", 1, factor=8, kernel="bicubic")
@@ -809,11 +815,7 @@ def wf_sdxl_tiled():
         "autograd step would not fit. bridge_mode consistent_target is not available in tiled mode."
         + COMMON_NOTE))
     wf.node("MarkdownNote", "", title="Read me", text=markdown(wf.note))
-    wf.group("model", "Model (SDXL checkpoint)", 0, "model")
-    ckpt = wf.node("CheckpointLoaderSimple", "model", ckpt_name=SDXL, title="Load Checkpoint (SDXL)")
-    pos = wf.node("CLIPTextEncode", "model", 1, title="Prompt", text="a sharp detailed photo", clip=ckpt[1])
-    neg = wf.node("CLIPTextEncode", "model", 1, title="Negative prompt", text="blurry, jpeg artifacts",
-                  clip=ckpt[1])
+    ckpt, pos, neg = sdxl_model_group(wf)
     wf.group("measure", "Measurement from your photo (no simulation)", 0, "measure")
     load = wf.node("LoadImage", "measure", 0, title="Your photo (1024×1024 → 4096×4096)", image=PHOTO_SMALL)
     op = wf.node("InverseSuperResolution", "measure", 1, factor=4, kernel="bicubic")
