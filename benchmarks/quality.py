@@ -760,6 +760,17 @@ def _psnr_u8(image, truth) -> float:
     return 10 * np.log10(1.0 / max(mse, 1e-12))
 
 
+def _cell_image(tile, cell: int):
+    """A float [0, 1] or uint8 image as a cell x cell RGB picture (nearest: no smoothing added)."""
+    from PIL import Image
+
+    arr = np.asarray(tile)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
+    img = Image.fromarray(arr.squeeze()).convert("RGB")
+    return img if img.size == (cell, cell) else img.resize((cell, cell), Image.NEAREST)
+
+
 def save_before_after(path: Path, tasks, rows_by_task: dict, crops, n_train: int, image_index: int = 0):
     """The README picture: one held-out image per noiseless task; columns = measured y, best classical,
     best stock (img2img / inpainting), best pack method, ground truth (best = PSNR among rows that saved
@@ -801,13 +812,7 @@ def save_before_after(path: Path, tasks, rows_by_task: dict, crops, n_train: int
              f"{short_name(pick[k])[:22]}\n{_psnr_u8(pick[k]['images'][image_index], crops[image_index]):.1f} dB")
             for k in ("classical", "stock", "pack")] + [(crops[image_index], "")]
         for c, (tile, caption) in enumerate(tiles):
-            arr = np.asarray(tile)
-            if arr.dtype != np.uint8:
-                arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
-            img = Image.fromarray(arr.squeeze()).convert("RGB")
-            if img.size != (cell, cell):
-                img = img.resize((cell, cell), Image.NEAREST)
-            canvas.paste(img, (left + c * (cell + pad), y))
+            canvas.paste(_cell_image(tile, cell), (left + c * (cell + pad), y))
             draw.multiline_text((left + c * (cell + pad), y + cell + 1), caption, fill="black", font=font, spacing=1)
     draw.text((2, canvas.height - foot + 3), f"Held-out images; PSNR = this image. {LABEL.format(n=n_train)}.",
               fill="black", font=font)
@@ -842,13 +847,7 @@ def save_figure(path: Path, task_title: str, gts, rows: list[dict], n_train: int
         y = top + i * (cell + pad)
         tiles = [gts[i], cols[0]["measured"][i]] + [r["images"][i] for r in cols]
         for c, tile in enumerate(tiles):
-            arr = np.asarray(tile)
-            if arr.dtype != np.uint8:
-                arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
-            img = Image.fromarray(arr.squeeze()).convert("RGB")
-            if img.size != (cell, cell):
-                img = img.resize((cell, cell), Image.NEAREST)
-            canvas.paste(img, (pad + c * (cell + pad), y))
+            canvas.paste(_cell_image(tile, cell), (pad + c * (cell + pad), y))
     draw.text((pad, height - foot + 3), f"{task_title}. {LABEL.format(n=n_train)}.", fill="black", font=font)
     draw.text((pad, height - foot + 16), prior_desc[:width // 6], fill="black", font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
