@@ -177,8 +177,8 @@ def _prior_data():
     return module
 
 
-def heldout_crops(n: int, seed: int) -> tuple[list[np.ndarray], list[str], int]:
-    """n centre crops (CROP², short side resized to CROP) of held-out images, a seeded choice among
+def heldout_crops(n: int, seed: int, size: int = CROP) -> tuple[list[np.ndarray], list[str], int]:
+    """n centre crops (size², short side resized to size) of held-out images, a seeded choice among
     the test side of prior/split.json (the pack's own sample photos excluded: skimage's astronaut is
     the same image). Returns (crops, names, train count)."""
     data = _prior_data()
@@ -187,9 +187,9 @@ def heldout_crops(n: int, seed: int) -> tuple[list[np.ndarray], list[str], int]:
     chosen = sorted(random.Random(seed).sample(range(len(entries)), min(n, len(entries))))
     crops, names = [], []
     for i in chosen:
-        img = data.load_rgb(entries[i], CROP)
-        y, x = (img.shape[0] - CROP) // 2, (img.shape[1] - CROP) // 2
-        crops.append(img[y:y + CROP, x:x + CROP])
+        img = data.load_rgb(entries[i], size)
+        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+        crops.append(img[y:y + size, x:x + size])
         names.append(Path(entries[i]["file"]).name)
     return crops, names, split["counts"]["train"]
 

@@ -23,36 +23,18 @@ Metrics: the pack's PSNR and Measurement Consistency ‖Hx−y‖/‖y‖ nodes,
 from __future__ import annotations
 
 import argparse
-import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from comfyui_inverse.benchmarks.quality import (LOADERS, _prior_data, execution_seconds, image_batch, ksampler,
+from comfyui_inverse.benchmarks.quality import (LOADERS, execution_seconds, heldout_crops, image_batch, ksampler,
                                                 metric, node, prepare_models, run_prompt)
 from comfyui_inverse.samplers.tiling import tile_starts
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-
-
-def heldout_images(n: int, seed: int, size: int) -> tuple[list[np.ndarray], list[str]]:
-    """n size² centre crops (short side resized to size) of a seeded choice of prior/split.json's test side,
-    the pack's own sample photos excluded (as benchmarks/quality.py)."""
-    data = _prior_data()
-    entries = [e for e in data.read_split()["test"] if e["package"] != "comfyui-inverse"]
-    chosen = sorted(random.Random(seed).sample(range(len(entries)), min(n, len(entries))))
-    crops, names = [], []
-    for i in chosen:
-        img = data.load_rgb(entries[i], size)
-        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-        crops.append(img[y:y + size, x:x + size])
-        names.append(Path(entries[i]["file"]).name)
-    return crops, names
 
 
 def usdu_tiles(size: int, tile: int, overlap: int, denoise: float, steps: int, seed: int) -> tuple[dict, list]:
@@ -138,7 +120,7 @@ def main(argv=None):
     from comfyui_inverse.tests.host.comfy_client import HostComfy
 
     comfy_root = find_comfy_root(None)
-    crops, names = heldout_images(args.images, args.seed, args.size)
+    crops, names, _ = heldout_crops(args.images, args.seed, args.size)
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "?"
     lines = [f"Commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `python benchmarks/tiling_usdu.py "
