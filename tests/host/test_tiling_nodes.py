@@ -87,6 +87,16 @@ def test_decoder_gradient_modes_are_refused_in_tiled_mode(comfy, tiny_models, bi
     expect_execution_error(comfy, prompt, "consistent_target", "tile_size")
 
 
+def run_in_fresh_process(script: str, comfy, checkpoint: str) -> dict:
+    """Run a script (PATH = the checkpoint's path, argv[1] = the ComfyUI root) in its own --cpu
+    process, so it loads the model without the server's state; returns its last line as JSON."""
+    code = script.replace("PATH", repr(str(comfy.models_dir / "checkpoints" / checkpoint)))
+    result = subprocess.run([sys.executable, "-c", code, str(comfy.server.comfy_root)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 MEMORY_CHECK = textwrap.dedent("""
     import json, sys, types
     sys.path.insert(0, sys.argv[1])
@@ -111,12 +121,7 @@ MEMORY_CHECK = textwrap.dedent("""
 def test_memory_check_accepts_4096_sr_x4_on_sdxl_only_when_tiled(comfy, tiny_models):
     """The SDXL AutoencoderKL (full size in the tiny checkpoint) at 4096², 8 GB free: refused untiled
     (whole-image VAE pass), accepted tiled (512² VAE tiles + the solver's image buffers)."""
-    ckpt = comfy.models_dir / "checkpoints" / tiny_models["sdxl_ckpt"]
-    code = MEMORY_CHECK.replace("PATH", repr(str(ckpt)))
-    result = subprocess.run([sys.executable, "-c", code, str(comfy.server.comfy_root)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_fresh_process(MEMORY_CHECK, comfy, tiny_models["sdxl_ckpt"])
     assert out["True"] == "accepted"
     assert "4096×4096" in out["False"] and "tile_size 1024" in out["False"]
 
@@ -157,11 +162,6 @@ CHECKPOINT_VJP = textwrap.dedent("""
 def test_checkpointed_vjp_equals_plain_backprop_bit_for_bit(comfy, tiny_models):
     """The autograd VJP with the UNet's blocks activation-checkpointed (the default during our VJP) is
     exactly plain backprop, and the patch is gone afterwards (other samplers see the model unchanged)."""
-    ckpt = comfy.models_dir / "checkpoints" / tiny_models["sd15_ckpt"]
-    code = CHECKPOINT_VJP.replace("PATH", repr(str(ckpt)))
-    result = subprocess.run([sys.executable, "-c", code, str(comfy.server.comfy_root)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_in_fresh_process(CHECKPOINT_VJP, comfy, tiny_models["sd15_ckpt"])
     assert out["patched"] > 0 and out["nonzero"] and out["restored"]
     assert out["equal"]
