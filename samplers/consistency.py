@@ -25,13 +25,13 @@ def _batch_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.view(-1, *([1] * (ndim - 1)))
 
 
-def morozov_alpha(spectrum, resid: torch.Tensor, pinv_resid: torch.Tensor, level: float) -> torch.Tensor:
-    """Per-sample α ≥ 0 (inf = no change) with ‖r − Hδ_α‖ = level, δ_α = V diag(s²/(s² + α)) Vᵀ H⁺r.
+def morozov_alpha(spectrum, resid: torch.Tensor, c: torch.Tensor, level: float) -> torch.Tensor:
+    """Per-sample α ≥ 0 (inf = no change) with ‖r − Hδ_α‖ = level, δ_α = V diag(s²/(s² + α)) c.
 
-    In modes c = Vᵀ H⁺r the range part of r has energy q_i = s_i²|c_i|²; after the step mode i
-    keeps the fraction α/(s_i² + α) of its residual, the part of r outside range(H) stays.
+    c = Vᵀ H⁺r, the residual's pseudo-inverse in modes (the caller reuses it for the step). The range
+    part of r has energy q_i = s_i²|c_i|²; after the step mode i keeps the fraction α/(s_i² + α) of
+    its residual, the part of r outside range(H) stays.
     """
-    c = spectrum.to_modes(pinv_resid)
     s2 = spectrum.like(c) ** 2
     q = (s2 * c.abs() ** 2).expand(c.shape).flatten(1)  # B × modes
     s2 = s2.expand(c.shape).flatten(1)
@@ -71,8 +71,8 @@ def enforce_measurement(operator, x: torch.Tensor, y: torch.Tensor, sigma_y: flo
     level = sigma_y * resid[0].numel() ** 0.5
     spectrum = operator.spectral(tuple(xw.shape))
     if spectrum is not None:
-        alpha = morozov_alpha(spectrum, resid, step, level)
         c = spectrum.to_modes(step)
+        alpha = morozov_alpha(spectrum, resid, c, level)
         s2 = spectrum.like(c) ** 2
         a = _batch_view(alpha, c.ndim)
         gain = torch.where(s2 > 0, s2 / (s2 + a), torch.zeros_like(s2 + a))  # α = inf: gain 0, no change

@@ -207,7 +207,8 @@ def test_noisy_enforce_is_the_least_change_tikhonov_step_at_the_noise_level(prio
     resid = y - op.forward(x)
     torch.testing.assert_close((op.forward(out) - y).flatten(1).norm(dim=1), torch.full((3,), level, dtype=torch.float64),
                                rtol=1e-8, atol=0)
-    alpha = morozov_alpha(op.spectral((3, *SHAPE)), resid, op.pinv(resid), level)
+    spectrum = op.spectral((3, *SHAPE))
+    alpha = morozov_alpha(spectrum, resid, spectrum.to_modes(op.pinv(resid)), level)
     h = dense_matrix(op, SHAPE)
     for i in range(3):
         dense = torch.linalg.solve(h.T @ h + float(alpha[i]) * torch.eye(h.shape[1], dtype=torch.float64),
