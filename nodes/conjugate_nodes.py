@@ -131,13 +131,11 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
             if method == "ddnm":  # no Jacobian; noise-aware per-mode gain on the latent grid when σ_y > 0 and exact
                 return core.ddnm(denoiser, problem, sig, xx, sigma_y=None if exact else 0.0, callback=report,
                                  should_stop=interrupted)
-            if method in ("pigdm", "dps"):  # baselines (samplers/pigdm.py, dps.py): noiseless guidance
-                with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
-                      else contextlib.nullcontext()):
-                    return _run_baseline(kind, method, denoiser, problem, sig, xx, w, lam, mode, report)
             # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
             with (checkpointed_blocks(base.diffusion_model) if mode == "autograd" and checkpoint
                   else contextlib.nullcontext()):
+                if method in ("pigdm", "dps"):  # baselines (samplers/pigdm.py, dps.py): noiseless guidance
+                    return _run_baseline(kind, method, denoiser, problem, sig, xx, w, lam, mode, report)
                 return _run_method(kind, denoiser, problem, sig, xx, w, lam, mode, report, k, noisy)
 
         return core.with_restarts(sample, x, sigmas, restart_sigmas, restarts, kind, generator,
@@ -539,8 +537,6 @@ class InverseSolveConjugate(io.ComfyNode):
                               vjp, bridge_mode, sampler, k, enforce_measurement, noisy, restarts, tile_size,
                               tile_overlap)
         return io.NodeOutput(image, latent)
-
-
 
 
 def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, w, lam, start, seed,
