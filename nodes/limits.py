@@ -82,7 +82,7 @@ def check_solver_memory(vae, measurement, latent_channels: int | None = None, wi
 
 # Peak of an autograd C-ΠGDM/C-ΠGFM step over a stock inference step, with the model's blocks
 # checkpointed during the VJP: measured 1.1–1.8× on the tiny SD1.5/SD3 (benchmarks/results/tiling.md);
-# 2.5 leaves room for the models not measured at every size.
+# 2.5 leaves room for the models not measured at every size. Also sizes tiled mode's tile batch (nodes/tiling.py).
 AUTOGRAD_STEP_FACTOR = 2.5
 
 

@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 
 import torch
 from comfy_api.latest import io
 
-import comfy.model_management
 import comfy.utils
 
 from ..samplers.tiling import TiledDenoiser
 from .comfy_bridge import VaeBridge, interrupted, vae_downscale
-from .limits import VAE_TILE
+from .limits import AUTOGRAD_STEP_FACTOR, VAE_TILE, free_memory
 
 log = logging.getLogger("comfyui-inverse")
 
 DEFAULT_OVERLAP = 128  # pixels: 16 latent pixels, a quarter of which is context margin
 VAE_OVERLAP = 64  # pixels: the stock VAE Decode/Encode (Tiled) default (tile side: limits.VAE_TILE)
-# Peak of a tile's autograd VJP against its inference call with the blocks checkpointed
-# (benchmarks/comfy_overhead.py --checkpoint both); sizes the tile batch.
-AUTOGRAD_TILE_FACTOR = 2.5
 MAX_TILE_BATCH = 64  # tiles per model call at most, however much memory is free
 
 
@@ -63,8 +58,8 @@ def latent_tiles(tile_size: int, tile_overlap: int, downscale: int = 8):
 def tile_batch(base_model, latent_shape, tile: int, autograd: bool, device) -> int:
     """Tiles per model call that fit in free memory (ComfyUI's own per-call estimate), ≥ 1."""
     b, c, h, w = (int(v) for v in latent_shape)
-    per_tile = base_model.memory_required((b, c, min(tile, h), min(tile, w))) * (AUTOGRAD_TILE_FACTOR if autograd else 1.0)
-    free = comfy.model_management.get_free_memory(device)
+    per_tile = base_model.memory_required((b, c, min(tile, h), min(tile, w))) * (AUTOGRAD_STEP_FACTOR if autograd else 1.0)
+    free = free_memory(device)
     return max(1, min(MAX_TILE_BATCH, int(0.5 * free // max(per_tile, 1.0))))
 
 
@@ -146,9 +141,3 @@ def decode_output(vae, samples: torch.Tensor, tiles) -> torch.Tensor:
         image = image.reshape(-1, *image.shape[-3:])
     return image
 
-
-def tiles_needed(height: int, width: int, tile_size: int, tile_overlap: int) -> int:
-    """How many tiles a height×width pixel image takes (for logs and the memory estimate)."""
-    stride = max(tile_size - tile_overlap, 1)
-    count = lambda n: 1 if tile_size >= n else math.ceil((n - tile_size) / stride) + 1  # noqa: E731
-    return count(height) * count(width)
