@@ -19,8 +19,9 @@ from .presets import preset
 # node can express, PSNR first, ties (< 0.05 dB) to the faster row. Enforce Measurement won or tied on every task
 # measured. SR ×4, Gaussian deblur, denoising: DDNM (same PSNR as C-ΠGDM, no backward pass). SR ×8: DPS (ζ 1,
 # +0.2 dB over C-ΠGDM at its time). Motion deblur: C-ΠGDM 10 steps (+0.06 dB over DDNM). Inpainting: C-ΠGDM 5
-# steps without the restart (box hole 16.87 vs 16.64 dB with it; 5 > 10 > 20 steps there); the consistent
-# target / pixel bridge were not better here and cost far more with a full-size VAE, so they stay opt-in.
+# steps without the restart (box hole 16.87 vs 16.64 dB with it; 5 > 10 > 20 steps there). The consistent
+# target is within 0.2 dB on the box hole but +4–7 dB on random 70 % masks (~5× the time here); it stays opt-in
+# because it backpropagates through the decoder, whose memory with a full-size VAE is not measured.
 # Colorization has no latent-grid operator (the node refuses it; TReg is the pack's method there).
 _DDNM = {"sampler": "ddnm", "steps": 10, "restarts": 0, "enforce": True}
 LATENT_VP: dict[str, dict] = {
