@@ -187,9 +187,7 @@ def heldout_crops(n: int, seed: int, size: int = CROP) -> tuple[list[np.ndarray]
     chosen = sorted(random.Random(seed).sample(range(len(entries)), min(n, len(entries))))
     crops, names = [], []
     for i in chosen:
-        img = data.load_rgb(entries[i], size)
-        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-        crops.append(img[y:y + size, x:x + size])
+        crops.append(data.load_centre_crop(entries[i], size))
         names.append(Path(entries[i]["file"]).name)
     return crops, names, split["counts"]["train"]
 

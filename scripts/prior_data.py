@@ -149,6 +149,17 @@ def load_rgb(entry, short_side: int | None = None) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).copy()
 
 
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The size x size centre of an HxWxC array (the held-out evaluations' crop)."""
+    y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
+    return img[y:y + size, x:x + size]
+
+
+def load_centre_crop(entry, size: int) -> np.ndarray:
+    """The entry's image with its short side resized to `size`, centre-cropped to size x size."""
+    return centre_crop(load_rgb(entry, size), size)
+
+
 def load(side: str, short_sides=(256,), split: dict | None = None,
          include_pack_inputs: bool = False) -> list[np.ndarray]:
     """All images of one side of the split ("train" / "test") at each short side in short_sides."""

@@ -121,10 +121,7 @@ def random_crops(images, n, size, rng):
 def center_crops(images, size):
     import torch
 
-    out = []
-    for img in images:
-        y, x = (img.shape[0] - size) // 2, (img.shape[1] - size) // 2
-        out.append(img[y:y + size, x:x + size])
+    out = [prior_data.centre_crop(img, size) for img in images]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255.0)
 
 

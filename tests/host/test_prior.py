@@ -95,12 +95,7 @@ def heldout_entries(data, minimum: int = MIN_HELDOUT) -> list[dict]:
 def heldout() -> np.ndarray:
     """Centre crops of the held-out images (short side resized to CROP), uint8 [N, H, W, 3]."""
     data = _prior_data()
-    crops = []
-    for entry in heldout_entries(data):
-        img = data.load_rgb(entry, CROP)
-        y, x = (img.shape[0] - CROP) // 2, (img.shape[1] - CROP) // 2
-        crops.append(img[y:y + CROP, x:x + CROP])
-    return np.stack(crops)
+    return np.stack([data.load_centre_crop(entry, CROP) for entry in heldout_entries(data)])
 
 
 @pytest.fixture(scope="module")
