@@ -168,26 +168,18 @@ def all_tasks() -> list[Task]:
 
 # ------------------------------------------------------------------------------------ data
 
-def _prior_data():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("prior_data", REPO / "scripts" / "prior_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def heldout_crops(n: int, seed: int, size: int = CROP) -> tuple[list[np.ndarray], list[str], int]:
     """n centre crops (size², short side resized to size) of held-out images, a seeded choice among
     the test side of prior/split.json (the pack's own sample photos excluded: skimage's astronaut is
     the same image). Returns (crops, names, train count)."""
-    data = _prior_data()
-    split = data.read_split()
+    from comfyui_inverse.scripts import prior_data
+
+    split = prior_data.read_split()
     entries = [e for e in split["test"] if e["package"] != "comfyui-inverse"]
     chosen = sorted(random.Random(seed).sample(range(len(entries)), min(n, len(entries))))
     crops, names = [], []
     for i in chosen:
-        crops.append(data.load_centre_crop(entries[i], size))
+        crops.append(prior_data.load_centre_crop(entries[i], size))
         names.append(Path(entries[i]["file"]).name)
     return crops, names, split["counts"]["train"]
 

@@ -17,7 +17,6 @@ bit-identical outputs: any CLIP-L works as their text encoder.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import uuid
 import warnings
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from comfyui_inverse.scripts import prior_data
 from comfyui_inverse.tests.host import tiny_models as tm
 
 pytestmark = pytest.mark.host
@@ -41,13 +41,6 @@ SIGMAS = (0.5, 1.0, 2.0)  # EPS sigmas; the flow model is tested at t = s / (1 +
 # Measured on the committed weights (scripts/train_prior.py log) minus a margin for the 8-bit
 # PNG round trip and CPU numerics.
 AE_PSNR_BAR = 22.0  # measured 23.11 dB (37 crops); 8x box-down + bicubic-up gives 20.6 dB
-
-
-def _prior_data():
-    spec = importlib.util.spec_from_file_location("prior_data", REPO / "scripts" / "prior_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _require(name: str) -> Path:
@@ -94,8 +87,7 @@ def heldout_entries(data, minimum: int = MIN_HELDOUT) -> list[dict]:
 @pytest.fixture(scope="module")
 def heldout() -> np.ndarray:
     """Centre crops of the held-out images (short side resized to CROP), uint8 [N, H, W, 3]."""
-    data = _prior_data()
-    return np.stack([data.load_centre_crop(entry, CROP) for entry in heldout_entries(data)])
+    return np.stack([prior_data.load_centre_crop(entry, CROP) for entry in heldout_entries(prior_data)])
 
 
 @pytest.fixture(scope="module")
