@@ -23,6 +23,8 @@ import torch.utils.checkpoint
 import comfy.model_management
 import comfy.model_sampling
 
+from ..samplers.out_of_place import augmented_assignments_out_of_place
+
 log = logging.getLogger("comfyui-inverse")
 
 
@@ -204,13 +206,21 @@ class VaeBridge:
 CHECKPOINT_BLOCKS = ("ResBlock", "BasicTransformerBlock", "JointBlock", "DoubleStreamBlock", "SingleStreamBlock")
 
 
+def _out_of_place_contexts():
+    # The block's forward and its recomputation in the backward pass, where the VJP's own mode is
+    # not active (torch.autograd.grad runs with torch-function modes off): both must make Flux's
+    # `img += …` out of place, or the recomputation changes the block input it recomputes from.
+    return augmented_assignments_out_of_place(), augmented_assignments_out_of_place()
+
+
 def _checkpointed_forward(module):
     plain = module.forward
 
     def forward(*args, **kwargs):
         tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return torch.utils.checkpoint.checkpoint(plain, *args, use_reentrant=False, **kwargs)
+            return torch.utils.checkpoint.checkpoint(plain, *args, use_reentrant=False,
+                                                     context_fn=_out_of_place_contexts, **kwargs)
         return plain(*args, **kwargs)
 
     return forward

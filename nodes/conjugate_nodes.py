@@ -242,8 +242,9 @@ def _run_baseline(kind: str, method: str, denoiser, problem, sigmas, x, w: float
     return core.pigfm(denoiser, problem, sigmas, x, w=w, **kw)
 
 
-# Diffusion models whose forward broke autograd (e.g. Flux's in-place residual adds), so later runs
-# go straight to finite differences. Weak: an unloaded model leaves the table.
+# Diffusion models whose forward broke autograd (an in-place op the VJP cannot make out of place;
+# Flux's `img += …` it can, samplers/out_of_place.py), so later runs go straight to finite
+# differences. Weak: an unloaded model leaves the table.
 _NO_AUTOGRAD: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -326,7 +327,8 @@ def _method_inputs(default_w: float, default_lam: float, lam_name: str):
                        tooltip="Scalar part of the conjugate map (diffusion λ: 0 noiseless, −0.15 noisy; flow B: 0.2)."),
         io.Combo.Input("vjp", options=list(VJP_MODES), default="autograd",
                        tooltip="Jacobian term: autograd (exact, one backward pass per step; falls back to "
-                               "finite_difference for models like Flux), finite_difference (two extra model calls), "
+                               "finite_difference for a model it cannot backpropagate through, or whose weights "
+                               "dynamic VRAM streams), finite_difference (two extra model calls), "
                                "none (Jacobian-free, fastest), auto (autograd when its memory estimate fits in free "
                                "memory, else finite_difference; the log names the choice)."),
         io.Combo.Input("bridge_mode", options=list(BRIDGE_CHOICES), default="auto",

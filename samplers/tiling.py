@@ -25,6 +25,8 @@ import math
 
 import torch
 
+from .out_of_place import augmented_assignments_out_of_place
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Evenly spread starts of tiles of size min(tile, length) covering [0, length), overlaps ≥ `overlap`."""
@@ -161,7 +163,8 @@ class TiledDenoiser:
         jtc = torch.zeros_like(x)
         for idx in self._batches(tiles):
             xg = x.detach().clone().requires_grad_(True)
-            y = self._call_tiles(xg, sigma.detach(), idx, tiles, (), {})
+            with augmented_assignments_out_of_place():  # as AutogradVJP does (samplers/vjp.py)
+                y = self._call_tiles(xg, sigma.detach(), idx, tiles, (), {})
             if not y.requires_grad:
                 from .vjp import AutogradUnavailable
 

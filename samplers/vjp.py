@@ -6,8 +6,12 @@ Every provider evaluates D once at (x, σ), builds a cotangent c = cotangent_fn(
 * "autograd": exact VJP by backprop (a tiled denoiser, samplers/tiling.py, backpropagates
   one tile batch at a time). Runs with inference mode off and grad on locally,
   on cloned inputs, so it works when the host (ComfyUI) calls us under
-  torch.inference_mode. Failures (e.g. in-place ops in the model, inference-tensor
-  weights) raise `AutogradUnavailable` so the caller can fall back.
+  torch.inference_mode. The model's forward runs with augmented assignments made out of
+  place (samplers/out_of_place.py), so models that update saved tensors with `+=` (Flux)
+  backpropagate exactly (a block checkpointed by the caller must recompute under the same
+  mode: torch.autograd.grad turns torch-function modes off). Failures (e.g. other
+  in-place ops in the model, inference-tensor weights) raise `AutogradUnavailable` so the
+  caller can fall back.
 * "finite_difference": J c ≈ (D(x+hc) − D(x−hc)) / 2h, used as Jᵀc. The exact Tweedie
   denoiser has a symmetric Jacobian (J_D ∝ Cov[x0|x]), so JVP = VJP for a well-trained
   model. Central differences (two extra calls) have O(h²) truncation error instead of
@@ -23,6 +27,8 @@ Every provider evaluates D once at (x, σ), builds a cotangent c = cotangent_fn(
 from __future__ import annotations
 
 import torch
+
+from .out_of_place import augmented_assignments_out_of_place
 
 
 class AutogradUnavailable(RuntimeError):
@@ -56,7 +62,8 @@ class AutogradVJP:
             xg = x.detach().clone().requires_grad_(True)
             sg = sigma.detach().clone()
             try:
-                out = _call(denoiser, xg, sg)
+                with augmented_assignments_out_of_place():  # e.g. Flux's `img += …` on saved tensors
+                    out = _call(denoiser, xg, sg)
                 if not out.requires_grad:
                     raise AutogradUnavailable(
                         "the denoiser output does not depend differentiably on x "

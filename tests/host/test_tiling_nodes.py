@@ -87,10 +87,11 @@ def test_decoder_gradient_modes_are_refused_in_tiled_mode(comfy, tiny_models, bi
     expect_execution_error(comfy, prompt, "consistent_target", "tile_size")
 
 
-def run_in_fresh_process(script: str, comfy, checkpoint: str) -> dict:
-    """Run a script (PATH = the checkpoint's path, argv[1] = the ComfyUI root) in its own --cpu
-    process, so it loads the model without the server's state; returns its last line as JSON."""
-    code = script.replace("PATH", repr(str(comfy.models_dir / "checkpoints" / checkpoint)))
+def run_in_fresh_process(script: str, comfy, checkpoint: str, folder: str = "checkpoints") -> dict:
+    """Run a script (PATH = the model file's path in models/`folder`, argv[1] = the ComfyUI root) in
+    its own --cpu process, so it loads the model without the server's state; returns its last line
+    as JSON."""
+    code = script.replace("PATH", repr(str(comfy.models_dir / folder / checkpoint)))
     result = subprocess.run([sys.executable, "-c", code, str(comfy.server.comfy_root)], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

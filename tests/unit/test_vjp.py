@@ -66,7 +66,7 @@ def test_autograd_failure_is_typed(prior):
         h = x * 2.0
         h.mul_(torch.sigmoid(h))  # in-place on a tensor needed for backward
         out = torch.sigmoid(h)
-        out += 1.0
+        out.add_(1.0)  # explicit in-place calls stay in place (`out += 1.0` would be made out of place)
         h.add_(1.0)
         return out
 
