@@ -1,7 +1,7 @@
 """Which modules to activation-checkpoint during the autograd VJP (benchmarks/results/tiling.md §3).
 
 One VJP of the tiny SD1.5/SDXL UNet (in-process ComfyUI --cpu, SDPA, one torch thread): Jᵀu for a
-seeded latent, cotangent and context, with nodes/comfy_bridge.checkpointed_blocks patching the module
+seeded latent, cotangent and context, with nodes/checkpointing.checkpointed_blocks patching the module
 types listed per variant, against plain backprop. Prints peak extra RSS (freed buffers returned to the
 OS), CPU seconds, and whether Jᵀu equals plain backprop bit for bit. The no-grad forward is the scale.
 
@@ -31,13 +31,14 @@ def main(argv=None):
     co.import_comfy(args.comfy, ["--use-pytorch-cross-attention"])
     import torch
 
-    from comfyui_inverse.nodes import comfy_bridge as cb
+    from comfyui_inverse.nodes import checkpointing as cb
+    from comfyui_inverse.nodes.comfy_bridge import make_differentiable
 
     torch.set_num_threads(1)
     co._LIBC = co._libc()
     model, _ = co.load(Path(args.models), args.family)
     dm = model.model.diffusion_model
-    cb.make_differentiable(dm, model)
+    make_differentiable(dm, model)
     g = torch.Generator().manual_seed(0)
     lat = args.size // 8
     x, u = torch.randn(1, 4, lat, lat, generator=g), torch.randn(1, 4, lat, lat, generator=g)
@@ -53,28 +54,28 @@ def main(argv=None):
         out = fn()
         return out, (co.hwm_kb() - base) / 1024, time.process_time() - t0
 
-    def vjp(blocks):
+    def vjp(blocks, skip_pairs):
         def run():
-            saved = cb.CHECKPOINT_BLOCKS
-            cb.CHECKPOINT_BLOCKS = blocks
-            try:
-                with torch.enable_grad(), (cb.checkpointed_blocks(dm) if blocks else contextlib.nullcontext()):
-                    xg = x.clone().requires_grad_(True)
-                    return torch.autograd.grad(dm(xg, t, context=ctx, **extra), xg, u)[0]
-            finally:
-                cb.CHECKPOINT_BLOCKS = saved
+            sampler_args = {"model_options": {}} if skip_pairs else None
+            with torch.enable_grad(), (cb.checkpointed_blocks(dm, sampler_args, blocks) if blocks
+                                       else contextlib.nullcontext()):
+                options = sampler_args["model_options"].get("transformer_options", {}) if sampler_args else {}
+                xg = x.clone().requires_grad_(True)
+                return torch.autograd.grad(dm(xg, t, context=ctx, transformer_options=options, **extra), xg, u)[0]
         return run
 
-    variants = [("blocks (ResBlock, BasicTransformerBlock; the default)", cb.CHECKPOINT_BLOCKS),
-                ("whole SpatialTransformers (blocks nested inside) + ResBlock", ("SpatialTransformer",) + cb.CHECKPOINT_BLOCKS),
-                ("plain backprop", ())]
+    per_block = tuple(b for b in cb.CHECKPOINT_BLOCKS if b != "SpatialTransformer")
+    variants = [("nested stacks + decoder blocks keep (h, skip) (the default)", cb.CHECKPOINT_BLOCKS, True),
+                ("nested: SpatialTransformer around its checkpointed blocks + ResBlock", cb.CHECKPOINT_BLOCKS, False),
+                ("blocks only: ResBlock, BasicTransformerBlock (before)", per_block, False),
+                ("plain backprop", (), False)]
     with torch.inference_mode(False):
         with torch.no_grad():
             _, peak, sec = measured(lambda: dm(x, t, context=ctx, **extra))
         print(f"{args.family} {args.size}²: forward (no grad) peak +{peak:.0f} MiB, {sec:.1f} s CPU", flush=True)
         results = {}
-        for name, blocks in variants:
-            jtu, peak_v, sec_v = measured(vjp(blocks))
+        for name, blocks, skip_pairs in variants:
+            jtu, peak_v, sec_v = measured(vjp(blocks, skip_pairs))
             results[name] = jtu
             print(f"{name}: peak +{peak_v:.0f} MiB ({peak_v / peak:.2f}× the forward), {sec_v:.1f} s CPU", flush=True)
         ref = results["plain backprop"]

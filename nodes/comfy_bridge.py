@@ -18,12 +18,9 @@ import contextlib
 import logging
 
 import torch
-import torch.utils.checkpoint
 
 import comfy.model_management
 import comfy.model_sampling
-
-from ..samplers.out_of_place import augmented_assignments_out_of_place
 
 log = logging.getLogger("comfyui-inverse")
 
@@ -200,50 +197,3 @@ class VaeBridge:
             )
 
 
-# Blocks whose activations backprop would keep all at once (UNet res/transformer blocks, MMDiT joint
-# blocks, Flux double/single blocks). Checkpointed, each keeps only its input; the backward pass
-# recomputes one block at a time, so the VJP step needs about one block's activations at a time.
-CHECKPOINT_BLOCKS = ("ResBlock", "BasicTransformerBlock", "JointBlock", "DoubleStreamBlock", "SingleStreamBlock")
-
-
-def _out_of_place_contexts():
-    # The block's forward and its recomputation in the backward pass, where the VJP's own mode is
-    # not active (torch.autograd.grad runs with torch-function modes off): both must make Flux's
-    # `img += …` out of place, or the recomputation changes the block input it recomputes from.
-    return augmented_assignments_out_of_place(), augmented_assignments_out_of_place()
-
-
-def _checkpointed_forward(module):
-    plain = module.forward
-
-    def forward(*args, **kwargs):
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-            return torch.utils.checkpoint.checkpoint(plain, *args, use_reentrant=False,
-                                                     context_fn=_out_of_place_contexts, **kwargs)
-        return plain(*args, **kwargs)
-
-    return forward
-
-
-@contextlib.contextmanager
-def checkpointed_blocks(diffusion_model: torch.nn.Module):
-    """Activation checkpointing of the model's blocks while inside (only where grad flows).
-
-    Inference calls (no grad) run the blocks unchanged; the patch is removed on exit, so other
-    samplers using the same model never see it. Nested blocks are checkpointed once (outermost).
-    """
-    patched = []
-    skip = set()
-    for module in diffusion_model.modules():
-        if id(module) in skip:
-            continue
-        if type(module).__name__ in CHECKPOINT_BLOCKS and "forward" not in module.__dict__:
-            module.forward = _checkpointed_forward(module)
-            patched.append(module)
-            skip.update(id(m) for m in module.modules())
-    try:
-        yield len(patched)
-    finally:
-        for module in patched:
-            module.__dict__.pop("forward", None)

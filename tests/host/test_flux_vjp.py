@@ -21,7 +21,8 @@ FLUX_VJP = textwrap.dedent("""
     import comfy.options
     comfy.options.enable_args_parsing()
     import comfy.model_management, comfy.sd, torch
-    from comfyui_inverse.nodes.comfy_bridge import CHECKPOINT_BLOCKS, checkpointed_blocks, make_differentiable
+    from comfyui_inverse.nodes.checkpointing import CHECKPOINT_BLOCKS, checkpointed_blocks
+    from comfyui_inverse.nodes.comfy_bridge import make_differentiable
     from comfyui_inverse.samplers import AutogradVJP
 
     torch.set_num_threads(1)
@@ -39,9 +40,9 @@ FLUX_VJP = textwrap.dedent("""
         return base.apply_model(xx, s, **cond)
 
     def vjp(context):
-        with context as patched:
+        with context as report:
             x0, _, jtu = AutogradVJP()(denoiser, x, sigma, lambda x0_: u)
-        return x0, jtu, patched
+        return x0, jtu, report.blocks if report else 0
 
     def earlier_vjp():
         # what an earlier version computed: checkpointed blocks, no out-of-place mode (no error raised)

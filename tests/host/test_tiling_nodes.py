@@ -140,7 +140,8 @@ CHECKPOINT_VJP = textwrap.dedent("""
     import comfy.options
     comfy.options.enable_args_parsing()
     import comfy.sd, torch
-    from comfyui_inverse.nodes.comfy_bridge import checkpointed_blocks, make_differentiable
+    from comfyui_inverse.nodes.checkpointing import _SkipConcat, checkpointed_blocks
+    from comfyui_inverse.nodes.comfy_bridge import make_differentiable
     model = comfy.sd.load_checkpoint_guess_config(PATH, output_clip=False)[0]
     dm = model.model.diffusion_model
     make_differentiable(dm, model)
@@ -149,20 +150,32 @@ CHECKPOINT_VJP = textwrap.dedent("""
     ctx, t = torch.randn(1, 77, 768, generator=g), torch.tensor([500.0])
 
     def vjp(checkpointed):
-        with torch.enable_grad(), (checkpointed_blocks(dm) if checkpointed else torch.enable_grad()) as n:
+        extra = {"model_options": {}}  # as the sampler's extra_args: the skip patch goes in while inside
+        with torch.enable_grad(), (checkpointed_blocks(dm, extra) if checkpointed else torch.enable_grad()) as report:
             xg = x.clone().requires_grad_(True)
-            return torch.autograd.grad(dm(xg, t, context=ctx), xg, u)[0], n
+            options = extra["model_options"].get("transformer_options", {})
+            return torch.autograd.grad(dm(xg, t, context=ctx, transformer_options=options), xg, u)[0], report, extra
 
-    (plain, _), (ckpt, patched) = vjp(False), vjp(True)
-    restored = all("forward" not in m.__dict__ for m in dm.modules())
-    print(json.dumps({"equal": torch.equal(plain, ckpt), "patched": patched, "restored": restored,
-                      "nonzero": bool(plain.abs().sum() > 0)}))
+    (plain, _, _), (ckpt, report, extra) = vjp(False), vjp(True)
+    restored = all("forward" not in m.__dict__ for m in dm.modules()) and extra == {"model_options": {}}
+    skips = _SkipConcat()  # a decoder input that is not the pending pair's concatenation is left alone
+    h, s = torch.ones(1, 2, 3, 3), torch.zeros(1, 2, 3, 3)
+    skips.pending = (h, s)
+    refused = skips.take(torch.cat([h, s + 1], 1)) is None and skips.pending is None
+    skips.pending = (h, s)
+    accepted = skips.take(torch.cat([h, s], 1)) is not None
+    print(json.dumps({"equal": torch.equal(plain, ckpt), "patched": report.blocks, "pairs": report.pairs,
+                      "decoder_blocks": len(dm.output_blocks), "restored": restored, "refused": refused,
+                      "accepted": accepted, "nonzero": bool(plain.abs().sum() > 0)}))
 """)
 
 
 def test_checkpointed_vjp_equals_plain_backprop_bit_for_bit(comfy, tiny_models):
-    """The autograd VJP with the UNet's blocks activation-checkpointed (the default during our VJP) is
-    exactly plain backprop, and the patch is gone afterwards (other samplers see the model unchanged)."""
+    """The autograd VJP with the UNet's blocks activation-checkpointed (the default during our VJP; every
+    decoder block keeping the (h, skip) pair instead of their concatenation) is exactly plain backprop,
+    and the patches are gone afterwards (other samplers see the model and options unchanged)."""
     out = run_in_fresh_process(CHECKPOINT_VJP, comfy, tiny_models["sd15_ckpt"])
     assert out["patched"] > 0 and out["nonzero"] and out["restored"]
+    assert out["pairs"] == out["decoder_blocks"] > 0
+    assert out["refused"] and out["accepted"]
     assert out["equal"]
