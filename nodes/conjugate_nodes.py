@@ -148,10 +148,21 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
         exact_available = problem_spectrum(problem, problem.pinv_y) is not None
         raise unstable_settings_error(measurement.sigma_y, w, err.product, exact_available) from err
     except core.AutogradUnavailable as err:
-        _NO_AUTOGRAD[base.diffusion_model] = True
-        log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
-                    "finite-difference Jacobian instead (two extra model calls per step).", METHOD[family], err)
-        return sample_with("finite_difference")
+        if _out_of_memory(err.__cause__):  # this size did not fit; a smaller run may: not remembered
+            log.warning("comfyui-inverse: %s ran out of memory in the autograd VJP (%s); using the finite-difference "
+                        "Jacobian for this run (two extra model calls per step). Tiled mode (tile_size) or "
+                        "vjp = finite_difference avoid the attempt.", METHOD[family], err.__cause__)
+        else:
+            _NO_AUTOGRAD[base.diffusion_model] = True
+            log.warning("comfyui-inverse: %s cannot backpropagate through this model (%s); using the "
+                        "finite-difference Jacobian instead (two extra model calls per step).", METHOD[family], err)
+    # outside the except block, so the failed attempt's tensors (held by its traceback) are freed first
+    comfy.model_management.soft_empty_cache()
+    return sample_with("finite_difference")
+
+
+def _out_of_memory(err) -> bool:
+    return isinstance(err, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(err).lower()
 
 
 def _check_family(base, family: str) -> str:
