@@ -246,9 +246,12 @@ def main(argv=None):
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--skip-comfy", action="store_true")
-    parser.add_argument("--ratio-sdxl", type=float, default=2.99,
-                        help="autograd/Euler step memory of the tiny SDXL with checkpointing (comfy_overhead.py)")
-    parser.add_argument("--ratio-sd15", type=float, default=1.82, help="the same for the tiny SD1.5")
+    parser.add_argument("--ratio-sdxl", type=float, default=2.22,
+                        help="autograd/Euler step memory of the tiny SDXL with checkpointing (comfy_overhead.py; "
+                             "the larger of 512² and 1024²)")
+    parser.add_argument("--ratio-sd15", type=float, default=1.78, help="the same for the tiny SD1.5")
+    parser.add_argument("--ratio-flux", type=float, default=5.6,
+                        help="autograd/forward memory projected for a full-depth Flux-dev (results/tiling.md §3)")
     parser.add_argument("--out", default=str(HERE / "results" / "tiling_raw.md"))
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
@@ -291,8 +294,10 @@ def main(argv=None):
     for label, family, side, tile, ratio, wbytes in [
             ("SDXL 1024² → 4096² (SR×4)", "SDXL", 4096, 1024, args.ratio_sdxl, 2),
             ("SD1.5 1024² → 2048² (SR×2)", "SD1.5", 2048, 512, args.ratio_sd15, 2),
-            ("Flux-dev at 2048² (bf16)", "Flux-dev", 2048, 1024, 1.0, 2),
-            ("Flux-dev at 2048² (fp8 weights)", "Flux-dev", 2048, 1024, 1.0, 1)]:
+            ("Flux-dev at 2048² (bf16), autograd", "Flux-dev", 2048, 1024, args.ratio_flux, 2),
+            ("Flux-dev at 2048² (fp8 weights), autograd", "Flux-dev", 2048, 1024, args.ratio_flux, 1),
+            ("Flux-dev at 2048² (bf16), vjp finite_difference", "Flux-dev", 2048, 1024, 1.0, 2),
+            ("Flux-dev at 2048² (fp8 weights), vjp finite_difference", "Flux-dev", 2048, 1024, 1.0, 1)]:
         e = vram_estimate(family, side, tile, ratio, wbytes)
         lines.append(f"| {label} | {tile}² | {e['weights']:.1f} | {e['step']:.2f} | {e['vae']:.2f} | {e['buffers']:.2f} "
                      f"| {e['total']:.1f} | {e['untiled']:.1f} |")
