@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from pathlib import Path
 
 
@@ -48,14 +47,6 @@ def main(argv=None):
     ctx = torch.randn(1, 77, 2048 if args.family == "sdxl" else 768, generator=g)
     extra = {"y": torch.randn(1, 2816, generator=g)} if args.family == "sdxl" else {}
 
-    def measured(fn):
-        co._release_free_memory()
-        base = co.rss_kb()
-        co.reset_peak()
-        t0 = time.process_time()
-        out = fn()
-        return out, (co.hwm_kb() - base) / 1024, time.process_time() - t0
-
     def vjp(blocks, skip_pairs):
         def run():
             sampler_args = {"model_options": {}} if skip_pairs else None
@@ -73,11 +64,11 @@ def main(argv=None):
                 ("plain backprop", (), False)][:1 if args.default_only else None]
     with torch.inference_mode(False):
         with torch.no_grad():
-            _, peak, sec = measured(lambda: dm(x, t, context=ctx, **extra))
+            _, peak, sec = co.measure_call(lambda: dm(x, t, context=ctx, **extra))
         print(f"{args.family} {args.size}²: forward (no grad) peak +{peak:.0f} MiB, {sec:.1f} s CPU", flush=True)
         results = {}
         for name, blocks, skip_pairs in variants:
-            jtu, peak_v, sec_v = measured(vjp(blocks, skip_pairs))
+            jtu, peak_v, sec_v = co.measure_call(vjp(blocks, skip_pairs))
             results[name] = jtu
             print(f"{name}: peak +{peak_v:.0f} MiB ({peak_v / peak:.2f}× the forward), {sec_v:.1f} s CPU", flush=True)
         ref = results.get("plain backprop")

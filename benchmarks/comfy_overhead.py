@@ -60,6 +60,16 @@ def reset_peak() -> None:
         f.write("5")
 
 
+def measure_call(fn):
+    """(fn's result, peak extra RSS MiB during the call, CPU seconds), freed buffers returned first."""
+    _release_free_memory()
+    start = rss_kb()
+    reset_peak()
+    t0 = time.process_time()
+    out = fn()
+    return out, (hwm_kb() - start) / 1024, time.process_time() - t0
+
+
 def load(models_dir: Path, family: str):
     import comfy.sd
     import nodes as comfy_nodes

@@ -18,7 +18,6 @@ import contextlib
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 
@@ -71,14 +70,6 @@ def main(argv=None):
     def denoiser(xx, s):
         return base.apply_model(xx, s, **cond)
 
-    def measured(fn):
-        co._release_free_memory()
-        start = co.rss_kb()
-        co.reset_peak()
-        t0 = time.process_time()
-        out = fn()
-        return out, (co.hwm_kb() - start) / 1024, time.process_time() - t0
-
     def vjp(checkpointed):
         def run():
             with cb.checkpointed_blocks(dm) if checkpointed else contextlib.nullcontext():
@@ -88,13 +79,13 @@ def main(argv=None):
     print(f"Flux, {args.double} double + {args.single} single block passes, {args.size}² "
           f"({lat // 2}² image tokens + 256 text tokens), hidden {hidden}", flush=True)
     with torch.no_grad():
-        _, forward, sec = measured(lambda: denoiser(x, sigma))
+        _, forward, sec = co.measure_call(lambda: denoiser(x, sigma))
     print(f"forward (no grad): peak +{forward:.0f} MiB, {sec:.1f} s CPU", flush=True)
     results = {}
     for name, checkpointed in (("plain backprop", False), ("checkpointed blocks (the default)", True)):
         if args.no_plain and not checkpointed:
             continue
-        results[name], peak, sec = measured(vjp(checkpointed))
+        results[name], peak, sec = co.measure_call(vjp(checkpointed))
         print(f"VJP, {name}: peak +{peak:.0f} MiB ({peak / forward:.2f}× the forward), {sec:.1f} s CPU", flush=True)
     if len(results) == 2:
         plain, ckpt = results.values()
