@@ -12,6 +12,8 @@ import contextlib
 import torch
 import torch.utils.checkpoint
 
+import comfy.model_management
+
 from ..samplers.out_of_place import augmented_assignments_out_of_place
 
 # UNet res/transformer blocks, MMDiT joint blocks, Flux double/single blocks. SpatialTransformer is
@@ -136,3 +138,31 @@ def checkpointed_blocks(diffusion_model: torch.nn.Module, extra_args: dict | Non
         if options is not None:
             extra_args["model_options"] = options
         skips.pending = None
+
+
+@contextlib.contextmanager
+def _differentiable_paths():
+    # ComfyUI's own switch for its differentiable code paths, which its training nodes set: newer
+    # ComfyUI otherwise runs e.g. Flux's rotary embedding through a kernel without a gradient formula.
+    mm = comfy.model_management
+    if not hasattr(mm, "in_training"):  # older ComfyUI: every path is differentiable
+        yield
+        return
+    saved, mm.in_training = mm.in_training, True
+    try:
+        yield
+    finally:
+        mm.in_training = saved
+
+
+@contextlib.contextmanager
+def autograd_forward(diffusion_model: torch.nn.Module, extra_args: dict | None = None, checkpoint: bool = True):
+    """What the autograd VJP through ComfyUI's model needs while inside: ComfyUI's differentiable code
+    paths, and (unless `checkpoint` is False) the blocks checkpointed. Yields checkpointed_blocks'
+    report, or None."""
+    with _differentiable_paths():
+        if not checkpoint:
+            yield None
+            return
+        with checkpointed_blocks(diffusion_model, extra_args) as report:
+            yield report

@@ -26,7 +26,7 @@ from ..samplers.cpgdm_noisy import problem_spectrum
 from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import autograd_fits, check_solver_memory, gigabytes
-from .checkpointing import checkpointed_blocks
+from .checkpointing import autograd_forward
 from .comfy_bridge import (VaeBridge, grad_enabled, interrupted, is_dynamic,
                            make_differentiable, model_kind, model_sampling_of, vae_downscale)
 from .presets import PRESET_NAMES, latent_preset
@@ -133,7 +133,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
                 return core.ddnm(denoiser, problem, sig, xx, sigma_y=None if exact else 0.0, callback=report,
                                  should_stop=interrupted)
             # autograd keeps every block's activations unless its blocks are checkpointed (recomputed in backward)
-            with (checkpointed_blocks(base.diffusion_model, extra_args) if mode == "autograd" and checkpoint
+            with (autograd_forward(base.diffusion_model, extra_args, checkpoint) if mode == "autograd"
                   else contextlib.nullcontext()):
                 if method in ("pigdm", "dps"):  # baselines (samplers/pigdm.py, dps.py): noiseless guidance
                     return _run_baseline(kind, method, denoiser, problem, sig, xx, w, lam, mode, report)

@@ -15,13 +15,13 @@ from comfyui_inverse.tests.host.test_tiling_nodes import run_in_fresh_process
 pytestmark = pytest.mark.host
 
 FLUX_VJP = textwrap.dedent("""
-    import contextlib, json, sys
+    import json, sys
     sys.path.insert(0, sys.argv[1])
     sys.argv = [sys.argv[0], "--cpu", "--use-pytorch-cross-attention"]
     import comfy.options
     comfy.options.enable_args_parsing()
     import comfy.model_management, comfy.sd, torch
-    from comfyui_inverse.nodes.checkpointing import CHECKPOINT_BLOCKS, checkpointed_blocks
+    from comfyui_inverse.nodes.checkpointing import CHECKPOINT_BLOCKS, autograd_forward
     from comfyui_inverse.nodes.comfy_bridge import make_differentiable
     from comfyui_inverse.samplers import AutogradVJP
 
@@ -44,25 +44,28 @@ FLUX_VJP = textwrap.dedent("""
             x0, _, jtu = AutogradVJP()(denoiser, x, sigma, lambda x0_: u)
         return x0, jtu, report.blocks if report else 0
 
+    # autograd_forward also turns on ComfyUI's differentiable paths (newer ComfyUI runs Flux's rotary
+    # embedding through a kernel without a gradient otherwise); checkpoint=False: plain backprop
+
     def earlier_vjp():
         # what an earlier version computed: checkpointed blocks, no out-of-place mode (no error raised)
         blocks = [m for m in dm.modules() if type(m).__name__ in CHECKPOINT_BLOCKS]
         for m in blocks:
             m.forward = (lambda f: lambda *a, **k: torch.utils.checkpoint.checkpoint(f, *a, use_reentrant=False, **k))(m.forward)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), autograd_forward(dm, checkpoint=False):
                 xg = x.clone().requires_grad_(True)
                 return torch.autograd.grad(denoiser(xg, sigma), xg, u)[0]
         finally:
             for m in blocks:
                 del m.__dict__["forward"]
 
-    with torch.no_grad():
+    with torch.no_grad(), autograd_forward(dm, checkpoint=False):  # the same rotary-embedding path
         inference = denoiser(x, sigma)
         eps = 1e-2  # central difference: truncation O(eps²), fp32 rounding O(1e-7/eps)
         jv = (denoiser(x + eps * v, sigma) - denoiser(x - eps * v, sigma)) / (2 * eps)
-    x0_plain, plain, _ = vjp(contextlib.nullcontext())
-    x0_ckpt, ckpt, patched = vjp(checkpointed_blocks(dm))
+    x0_plain, plain, _ = vjp(autograd_forward(dm, checkpoint=False))
+    x0_ckpt, ckpt, patched = vjp(autograd_forward(dm))
     old = earlier_vjp()
     dot = lambda a, b: float((a.double() * b.double()).sum())
     print(json.dumps({
