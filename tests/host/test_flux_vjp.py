@@ -56,6 +56,8 @@ FLUX_VJP = textwrap.dedent("""
             with torch.enable_grad(), autograd_forward(dm, checkpoint=False):
                 xg = x.clone().requires_grad_(True)
                 return torch.autograd.grad(denoiser(xg, sigma), xg, u)[0]
+        except RuntimeError:  # newer torch/ComfyUI: the recomputation notices the changed input and raises
+            return None
         finally:
             for m in blocks:
                 del m.__dict__["forward"]
@@ -69,7 +71,7 @@ FLUX_VJP = textwrap.dedent("""
     old = earlier_vjp()
     dot = lambda a, b: float((a.double() * b.double()).sum())
     print(json.dumps({
-        "fd": dot(u, jv), "plain": dot(plain, v), "ckpt": dot(ckpt, v), "old_ckpt": dot(old, v),
+        "fd": dot(u, jv), "plain": dot(plain, v), "ckpt": dot(ckpt, v), "old_ckpt": None if old is None else dot(old, v),
         "ckpt_equal_plain": torch.equal(plain, ckpt), "patched": patched,
         "forward_equal": torch.equal(x0_plain, inference) and torch.equal(x0_ckpt, inference),
         "restored": all("forward" not in m.__dict__ for m in dm.modules()),
@@ -83,9 +85,10 @@ def test_flux_autograd_vjp_is_exact_plain_and_checkpointed(comfy, tiny_models):
     """⟨Jᵀu, v⟩ = ⟨u, Jv⟩ (Jv by central differences) for the tiny Flux; the checkpointed VJP (the
     solver's default) is plain backprop bit for bit, and the forward under the mode is the inference
     forward bit for bit. Control: the checkpointed VJP without the mode (what an earlier version
-    computed, raising no error) violates the identity, so the check can fail."""
+    computed, raising no error on ComfyUI 0.3.75) violates the identity, so the check can fail (on
+    0.33 the recomputation raises instead)."""
     out = run_in_fresh_process(FLUX_VJP, comfy, tiny_models["flux_unet"], folder="diffusion_models")
     assert out["patched"] > 0 and out["restored"] and out["forward_equal"]
     assert abs(out["plain"] - out["fd"]) <= TOLERANCE * abs(out["fd"]), out
     assert out["ckpt_equal_plain"], out
-    assert abs(out["old_ckpt"] - out["fd"]) > 20 * TOLERANCE * abs(out["fd"]), out
+    assert out["old_ckpt"] is None or abs(out["old_ckpt"] - out["fd"]) > 20 * TOLERANCE * abs(out["fd"]), out
