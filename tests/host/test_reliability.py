@@ -483,6 +483,7 @@ def run_and_cancel(server, prompt: dict, cancel_after_steps: int = 3, timeout=TI
             stamps += [time.monotonic()] * progress_events()
             peak = max(peak, server_rss(server))
             time.sleep(0.02)
+        stamps += [time.monotonic()] * progress_events()  # steps done while we slept are not "after"
         t_interrupt = time.monotonic()
         server.interrupt()
         while True:
