@@ -14,7 +14,6 @@ the checkpointed Jᵀu equals plain backprop bit for bit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
@@ -39,7 +38,8 @@ def main(argv=None):
     import comfy.ops
     import torch
 
-    from comfyui_inverse.nodes import comfy_bridge as cb
+    from comfyui_inverse.nodes.checkpointing import autograd_forward
+    from comfyui_inverse.nodes.comfy_bridge import make_differentiable
     from comfyui_inverse.samplers import AutogradVJP
 
     torch.set_num_threads(1)
@@ -47,7 +47,7 @@ def main(argv=None):
     patcher, _ = co.load(Path(args.models), "flux")
     comfy.model_management.load_models_gpu([patcher])
     base, dm = patcher.model, patcher.model.diffusion_model
-    cb.make_differentiable(dm, patcher)
+    make_differentiable(dm, patcher)
     hidden, heads = dm.hidden_size, dm.num_heads
     single = comfy.ldm.flux.layers.SingleStreamBlock(hidden, heads, mlp_ratio=4.0, dtype=torch.float32,
                                                      operations=comfy.ops.disable_weight_init)
@@ -72,7 +72,7 @@ def main(argv=None):
 
     def vjp(checkpointed):
         def run():
-            with cb.checkpointed_blocks(dm) if checkpointed else contextlib.nullcontext():
+            with autograd_forward(dm, checkpoint=checkpointed):  # as the sampler runs its VJP
                 return AutogradVJP()(denoiser, x, sigma, lambda x0: u)[2]
         return run
 
