@@ -81,8 +81,10 @@ def check_solver_memory(vae, measurement, latent_channels: int | None = None, wi
 
 
 # Peak of an autograd C-ΠGDM/C-ΠGFM step over a stock inference step, with the model's blocks
-# checkpointed during the VJP: measured 1.1–1.8× on the tiny SD1.5/SD3 (benchmarks/results/tiling.md);
-# 2.5 leaves room for the models not measured at every size. Also sizes tiled mode's tile batch (nodes/tiling.py).
+# checkpointed during the VJP: measured 1.1–2.2× on the four tiny models at 512² and 1024²
+# (benchmarks/results/tiling.md §3). A full-depth Flux is projected at ~5.6× (one saved input per block):
+# there an out-of-memory VJP falls back to finite differences (nodes/conjugate_nodes.py). Also sizes tiled
+# mode's tile batch (nodes/tiling.py).
 AUTOGRAD_STEP_FACTOR = 2.5
 
 
