@@ -19,7 +19,10 @@ only those, e.g. `python benchmarks/accuracy_limits.py noisy_restart`):
                  x + V diag(√v_i) z on modes with s_i > 0, v_i = (1/r² + s_i²/σ_y²)⁻¹ with ΠGDM's r² at the
                  last evaluated σ (an ancestral last step on the measured modes); residuals next to those of
                  exact posterior samples and of the exact posterior mean
-Run:  python benchmarks/accuracy_limits.py   (≈ 12 min of one core)
+  family_limit   σ_y = 0, from pure noise (t = 1): the oracle at 10 steps vs the best Gaussian guidance, DDIM
+                 with the exact Tweedie covariance (as in "covariance"), at 5, 10 and 40 steps: can any sampler
+                 whose guidance treats p(x0 | x_t) as a Gaussian reach the floor, given enough steps?
+Run:  python benchmarks/accuracy_limits.py   (≈ 40 min of one core; family_limit alone ≈ 10)
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from comfyui_inverse.samplers.start_policy import policy_start  # noqa: E402
 
 N = 256
 SIGMA_Y = 0.05
-PARTS = ("noisy_restart", "oracle_restart", "start_fill", "covariance", "final_sample")
+PARTS = ("noisy_restart", "oracle_restart", "start_fill", "covariance", "final_sample", "family_limit")
 
 
 def noises():
@@ -192,6 +195,24 @@ def final_sample(z):
         rows.append(f"| {label(case)} | {case.floor:.3f} | {case.residual(case.post_samples):.3f} | "
                     f"{case.residual(mean):.3f} | {s.cell(out)} | {s.cell(sampled)} |")
     return table("Noisy residuals: posterior mean vs posterior sample", f"σ_y = {SIGMA_Y}.", cols, rows)
+
+
+def family_limit(z):
+    cols = ["C-ΠGDM preset", "oracle, t = 1 (10 steps)"] + [f"Tweedie cov., t = 1 ({n} steps)" for n in (5, 10, 40)]
+    rows = []
+    for case in ac.cases(N, 0.0, "all"):
+        s = Setup(case, z)
+        oracle = _oracle_prior(case).denoiser("vp")
+        m = case.y[0].numel()
+        # at t = 1 the marginal is N(0, (1 + σ²)·I) ≈ σ·z: the right start for any sampler
+        g10 = grid(10, 1.0)
+        outs = [s.preset_output(), ddim(oracle, None, g10, z[0] * float(g10[0]))]
+        for n in (5, 10, 40):
+            g = grid(n, 1.0)
+            outs.append(tweedie_ddim(s, g, z[0] * float(g[0]), m))
+        rows.append(f"| {label(case)} | {case.floor:.3f} | " + " | ".join(s.cell(x) for x in outs) + " |")
+    return table("Noiseless: the limit of Gaussian guidance", "Pure-noise start; the oracle is DDIM with the "
+                 "exact conditional denoiser, \"Tweedie cov.\" DDIM with the best Gaussian one.", cols, rows)
 
 
 def main(parts, out_path: pathlib.Path) -> str:
