@@ -21,7 +21,8 @@ only those, e.g. `python benchmarks/accuracy_limits.py noisy_restart`):
                  exact posterior samples and of the exact posterior mean
   family_limit   σ_y = 0, from pure noise (t = 1): the oracle at 10 steps vs the best Gaussian guidance, DDIM
                  with the exact Tweedie covariance (as in "covariance"), at 5, 10 and 40 steps: can any sampler
-                 whose guidance treats p(x0 | x_t) as a Gaussian reach the floor, given enough steps?
+                 whose guidance treats p(x0 | x_t) as a Gaussian reach the floor, given enough steps? Also on priors
+                 C and D and operators used nowhere else (rows [C] / [D], "unseen")
 Run:  python benchmarks/accuracy_limits.py   (≈ 40 min of one core; family_limit alone ≈ 10)
 """
 
@@ -37,7 +38,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import analytic_cases as ac  # noqa: E402
 from analytic_posterior import _oracle_prior  # noqa: E402
 
-from comfyui_inverse.samplers import cpgdm, ddim, vp_sigmas_uniform_t  # noqa: E402
+from comfyui_inverse.operators import GaussianBlur, Inpainting, SuperResolution  # noqa: E402
+from comfyui_inverse.samplers import cpgdm, ddim, mixture_prior, vp_sigmas_uniform_t  # noqa: E402
 from comfyui_inverse.samplers.cg import conjugate_gradient  # noqa: E402
 from comfyui_inverse.samplers.coefficients import vp_coefficients  # noqa: E402
 from comfyui_inverse.samplers.presets import preset  # noqa: E402
@@ -94,7 +96,8 @@ def table(title, note, columns, rows):
 
 def label(case):
     tuned = case.prior_name == "A" and case.name in ac.TUNED_OPS
-    return f"{case.name} [{case.prior_name}{'' if tuned else ', held out'}]"
+    kind = "" if tuned else ", unseen" if case.prior_name in ("C", "D") else ", held out"
+    return f"{case.name} [{case.prior_name}{kind}]"
 
 
 def noisy_restart(z):
@@ -197,10 +200,21 @@ def final_sample(z):
     return table("Noisy residuals: posterior mean vs posterior sample", f"σ_y = {SIGMA_Y}.", cols, rows)
 
 
+def unseen_cases():
+    """Two priors and three operators used nowhere else (added after the A/B rows, to check the pattern)."""
+    priors = {"C": mixture_prior(ac.SHAPE, n_components=4, seed=5), "D": ac.rotated_mixture_prior(ac.SHAPE, 3, seed=7)}
+    ops = {"SR×2 (box)": lambda: SuperResolution(2, "box"),
+           "inpainting (40% random)": lambda: Inpainting(ac._random_mask(0.4, 21)),
+           "Gaussian deblur (σ=1.5 px)": lambda: GaussianBlur(1.5)}
+    for pname, prior in priors.items():
+        for name, op in ops.items():
+            yield ac.make_case(name, pname, prior, op(), 0.0, N)
+
+
 def family_limit(z):
     cols = ["C-ΠGDM preset", "oracle, t = 1 (10 steps)"] + [f"Tweedie cov., t = 1 ({n} steps)" for n in (5, 10, 40)]
     rows = []
-    for case in ac.cases(N, 0.0, "all"):
+    for case in [*ac.cases(N, 0.0, "all"), *unseen_cases()]:
         s = Setup(case, z)
         oracle = _oracle_prior(case).denoiser("vp")
         m = case.y[0].numel()
