@@ -96,7 +96,7 @@ def table(title, note, columns, rows):
 
 def label(case):
     tuned = case.prior_name == "A" and case.name in ac.TUNED_OPS
-    kind = "" if tuned else ", unseen" if case.prior_name in ("C", "D") else ", held out"
+    kind = "" if tuned else ", unseen" if case.prior_name in UNSEEN_PRIORS else ", held out"
     return f"{case.name} [{case.prior_name}{kind}]"
 
 
@@ -200,30 +200,34 @@ def final_sample(z):
     return table("Noisy residuals: posterior mean vs posterior sample", f"σ_y = {SIGMA_Y}.", cols, rows)
 
 
+# Two priors and three operators used nowhere else (added after the A/B rows, to check the pattern)
+UNSEEN_PRIORS = {"C": lambda: mixture_prior(ac.SHAPE, n_components=4, seed=5),
+                 "D": lambda: ac.rotated_mixture_prior(ac.SHAPE, 3, seed=7)}
+UNSEEN_OPS = {"SR×2 (box)": lambda: SuperResolution(2, "box"),
+              "inpainting (40% random)": lambda: Inpainting(ac._random_mask(0.4, 21)),
+              "Gaussian deblur (σ=1.5 px)": lambda: GaussianBlur(1.5)}
+
+
 def unseen_cases():
-    """Two priors and three operators used nowhere else (added after the A/B rows, to check the pattern)."""
-    priors = {"C": mixture_prior(ac.SHAPE, n_components=4, seed=5), "D": ac.rotated_mixture_prior(ac.SHAPE, 3, seed=7)}
-    ops = {"SR×2 (box)": lambda: SuperResolution(2, "box"),
-           "inpainting (40% random)": lambda: Inpainting(ac._random_mask(0.4, 21)),
-           "Gaussian deblur (σ=1.5 px)": lambda: GaussianBlur(1.5)}
-    for pname, prior in priors.items():
-        for name, op in ops.items():
-            yield ac.make_case(name, pname, prior, op(), 0.0, N)
+    for name, prior in UNSEEN_PRIORS.items():
+        yield from ac.cases_of(name, prior(), UNSEEN_OPS, 0.0, N)
 
 
 def family_limit(z):
     cols = ["C-ΠGDM preset", "oracle, t = 1 (10 steps)"] + [f"Tweedie cov., t = 1 ({n} steps)" for n in (5, 10, 40)]
     rows = []
+
+    def from_noise(steps):
+        # at t = 1 the marginal is N(0, (1 + σ²)·I) ≈ σ·z: the right start for any sampler
+        g = grid(steps, 1.0)
+        return g, z[0] * float(g[0])
+
     for case in [*ac.cases(N, 0.0, "all"), *unseen_cases()]:
         s = Setup(case, z)
         oracle = _oracle_prior(case).denoiser("vp")
         m = case.y[0].numel()
-        # at t = 1 the marginal is N(0, (1 + σ²)·I) ≈ σ·z: the right start for any sampler
-        g10 = grid(10, 1.0)
-        outs = [s.preset_output(), ddim(oracle, None, g10, z[0] * float(g10[0]))]
-        for n in (5, 10, 40):
-            g = grid(n, 1.0)
-            outs.append(tweedie_ddim(s, g, z[0] * float(g[0]), m))
+        outs = [s.preset_output(), ddim(oracle, None, *from_noise(10))]
+        outs += [tweedie_ddim(s, *from_noise(n), m) for n in (5, 10, 40)]
         rows.append(f"| {label(case)} | {case.floor:.3f} | " + " | ".join(s.cell(x) for x in outs) + " |")
     return table("Noiseless: the limit of Gaussian guidance", "Pure-noise start; the oracle is DDIM with the "
                  "exact conditional denoiser, \"Tweedie cov.\" DDIM with the best Gaussian one.", cols, rows)

@@ -112,14 +112,17 @@ def priors():
     return {"A": mixture_prior(SHAPE, n_components=3, seed=0), "B": rotated_mixture_prior(SHAPE)}
 
 
+def cases_of(prior_name: str, prior, ops: dict, sigma_y: float, n: int):
+    """Yield one Case per operator in `ops` (name → constructor) on one prior."""
+    for name, op in ops.items():
+        yield make_case(name, prior_name, prior, op(), sigma_y, n)
+
+
 def cases(n: int, sigma_y: float = 0.0, which: str = "all"):
     """Yield Case objects: tuned (prior A × TUNED_OPS) then held-out (prior B × all, prior A × HELD_OUT_OPS)."""
     pa, pb = priors().values()
     if which in ("all", "tuned"):
-        for name, op in TUNED_OPS.items():
-            yield make_case(name, "A", pa, op(), sigma_y, n)
+        yield from cases_of("A", pa, TUNED_OPS, sigma_y, n)
     if which in ("all", "held_out"):
-        for name, op in HELD_OUT_OPS.items():
-            yield make_case(name, "A", pa, op(), sigma_y, n)
-        for name, op in {**TUNED_OPS, **HELD_OUT_OPS}.items():
-            yield make_case(name, "B", pb, op(), sigma_y, n)
+        yield from cases_of("A", pa, HELD_OUT_OPS, sigma_y, n)
+        yield from cases_of("B", pb, {**TUNED_OPS, **HELD_OUT_OPS}, sigma_y, n)
