@@ -24,6 +24,7 @@ from comfy_api.latest import io
 from ..samplers.treg import PAPER_DEFAULTS, data_consistency, dc_schedule
 from ..samplers.treg_negation import AN_METHODS, AdaptiveNegation
 from .comfy_bridge import VaeBridge, interrupted
+from .convert import check_finite
 from .treg_common import check_vp_family, clip_image_embedder, negation_variant, signed_measurement
 from .types import MeasurementType
 
@@ -107,6 +108,7 @@ class NegationPatch:
 
 
 def patch_model(model, clip_vision, vae, an_steps, an_lr, an_method, every, until, measurement=None):
+    check_finite(an_lr=an_lr, until=until)  # NaN passes the widgets' min/max; it would fail only while sampling
     check_vp_family(model, "Adaptive Negation")
     if vae is None:
         raise ValueError("vae: no VAE connected. AN decodes the current estimate to pixels for CLIP vision; connect the model's VAE.")

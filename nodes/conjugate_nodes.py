@@ -32,7 +32,7 @@ from .comfy_bridge import (VaeBridge, grad_enabled, interrupted, is_dynamic,
 from .presets import PRESET_NAMES, latent_preset
 from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_gradient, tile_inputs, tiled_denoiser
 from .schema_extras import search_aliases
-from .types import Measurement, MeasurementType, check_measurement
+from .types import Measurement, MeasurementType, check_latent_channels, check_measurement
 
 log = logging.getLogger("comfyui-inverse")
 
@@ -96,7 +96,8 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     extra_args = dict(extra_args or {})
     guider = model.inner_model
     base = guider.inner_model
-    kind = _check_family(base, family)
+    kind = _check_family(base, family, method)
+    check_latent_channels(x.shape, base.latent_format)
     if extra_args.pop("denoise_mask", None) is not None:
         log.warning("comfyui-inverse: the latent's noise_mask is ignored by %s; use the Inpainting Operator "
                     "to say which pixels are unknown.", METHOD[family])
@@ -165,9 +166,12 @@ def _out_of_memory(err) -> bool:
     return isinstance(err, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(err).lower()
 
 
-def _check_family(base, family: str) -> str:
+def _check_family(base, family: str, method: str = "conjugate") -> str:
     """The model's family ('vp' or 'flow'); an error naming the right sampler if it is not `family`."""
     kind = model_kind(base.model_sampling)
+    if kind != family and method == "ddnm":
+        raise ValueError("sampler: DDNM (SamplerDDNM) works with diffusion models (SD1.5/SDXL) but the model is a "
+                         f"rectified-flow (SD3/Flux) model. Use {METHOD['flow']} instead.")
     if kind != family:
         raise ValueError(
             f"sampler: {METHOD[family]} was connected but the model is a "

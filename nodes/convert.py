@@ -10,6 +10,8 @@ import torch
 def image_to_bchw(image: torch.Tensor, what: str = "image") -> torch.Tensor:
     if image.ndim != 4:
         raise ValueError(f"{what} must be a ComfyUI IMAGE (batch × height × width × channels), got shape {tuple(image.shape)}.")
+    if min(image.shape) < 1:
+        raise ValueError(f"{what} is empty (shape {tuple(image.shape)}): connect a node that outputs at least one image.")
     x = image.detach().to(device="cpu", dtype=torch.float32).movedim(-1, 1).contiguous()
     if not torch.isfinite(x).all():
         raise ValueError(f"{what} contains NaN or Inf values: fix the node that produced it (or clamp it) before restoring.")

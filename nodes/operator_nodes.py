@@ -9,7 +9,7 @@ import torch
 from comfy_api.latest import io, ui
 
 from .. import operators as ops
-from .convert import bchw_to_image, image_to_bchw
+from .convert import bchw_to_image, check_finite, image_to_bchw
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, OperatorType
 
@@ -71,6 +71,10 @@ class InpaintingOperator(io.ComfyNode):
 
     @classmethod
     def execute(cls, mask: torch.Tensor, threshold: float, dilate: int, resize_mask_to_image: bool, image=None) -> io.NodeOutput:
+        check_finite(threshold=threshold)
+        if not threshold < 1.0:  # the widget allows 1.0; the operator marks pixels above it missing
+            raise ValueError(f"threshold: must be below 1, got {threshold:g} (mask values above it are missing, so 1 "
+                             "would mark none). Use 0.5 for a drawn mask.")
         mask = mask.detach().to("cpu", torch.float32)
         resize_to = None
         if resize_mask_to_image:
@@ -107,6 +111,7 @@ class GaussianBlurOperator(io.ComfyNode):
 
     @classmethod
     def execute(cls, sigma: float, kernel_size: int, threshold: float, boundary: str) -> io.NodeOutput:
+        check_finite(sigma=sigma, threshold=threshold)
         mode = "svd" if boundary == "zero" else "fft"
         return io.NodeOutput(ops.GaussianBlur(sigma, kernel_size=kernel_size or None, threshold=threshold, mode=mode))
 
@@ -131,8 +136,12 @@ class MotionBlurOperator(io.ComfyNode):
 
     @classmethod
     def execute(cls, length: float, angle: float, trajectory_seed: int, threshold: float, kernel=None) -> io.NodeOutput:
+        check_finite(length=length, angle=angle, threshold=threshold)
         if kernel is not None:
             k = image_to_bchw(kernel, "kernel")[0].mean(dim=0)
+            if not float(k.sum()) > 0:
+                raise ValueError("kernel: the kernel image is black (its grey levels sum to 0). Connect an image of "
+                                 "the blur streak, bright on black, or disconnect it to use length and angle.")
             return io.NodeOutput(ops.ConvolutionFFT(k, threshold=threshold))
         seed = None if trajectory_seed < 0 else trajectory_seed
         return io.NodeOutput(ops.MotionBlur(length, angle, seed=seed, threshold=threshold))
@@ -174,7 +183,14 @@ class ComposeOperators(io.ComfyNode):
 
     @classmethod
     def execute(cls, first, second) -> io.NodeOutput:
-        return io.NodeOutput(ops.Compose(first, second))
+        operator = ops.Compose(first, second)
+        if not operator.pinv_exact:  # Degrade Image, Measurement From Image and every solver need H⁺
+            raise ValueError(
+                f"second: {first.describe()} then {second.describe()} has no exact pseudo-inverse, which Degrade "
+                "Image, Measurement From Image and the solvers need. Orders that have one: Super-Resolution "
+                "(box) or Colorization first; a Gaussian Blur (boundary zero) then Super-Resolution; a circular "
+                "Gaussian Blur or Motion Blur then Super-Resolution (box); two zero-boundary blurs, or two circular/motion blurs.")
+        return io.NodeOutput(operator)
 
 
 def _check_sigma_y(sigma_y: float) -> None:
@@ -191,7 +207,21 @@ def _check_operator_fits(operator, shape: tuple, check) -> None:
         if isinstance(operator, ops.Inpainting) and tuple(operator.missing.shape[-2:]) != tuple(shape[-2:]):
             raise ValueError(f"{err} In the Inpainting Operator node: turn on resize_mask_to_image and connect "
                              "this image to its `image` input.") from err
+        if isinstance(operator, ops.Colorization) and shape[1] != operator.channels:
+            raise ValueError(f"image: has {shape[1]} channels but the Colorization Operator works on RGB images (3). "
+                             + ("Remove the alpha channel first (Split Image with Alpha)." if shape[1] == 4 else
+                                "Convert the image to RGB first.")) from err
         raise
+
+
+def _grey_photo(operator, y: torch.Tensor) -> torch.Tensor:
+    """A grey photo for colorization as ComfyUI loads it (RGB, three equal channels) -> its one grey channel
+    (the channel mean: what the Colorization Operator measures)."""
+    if y.shape[1] in (3, 4) and isinstance(operator, ops.Colorization):
+        if y.shape[1] == 4:
+            raise ValueError("image: the photo has an alpha channel; remove it first (Split Image with Alpha).")
+        return y.mean(dim=1, keepdim=True)
+    return y
 
 
 def _measurement_outputs(measurement: Measurement) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,7 +285,7 @@ class MeasurementFromImage(io.ComfyNode):
     @classmethod
     def execute(cls, image, operator, sigma_y: float) -> io.NodeOutput:
         _check_sigma_y(sigma_y)
-        y = image_to_bchw(image)
+        y = _grey_photo(operator, image_to_bchw(image))
         _check_operator_fits(operator, tuple(y.shape), operator.check_measurement)
         image_shape = tuple(operator.input_shape(tuple(y.shape)))
         if isinstance(operator, ops.Inpainting):

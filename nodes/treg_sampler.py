@@ -22,7 +22,7 @@ from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_grad
 from .treg_common import signed_measurement
 from .treg_guider import (CATEGORY, build_treg_guider, clip_vision_input, guidance_inputs, null_prediction,
                           prompt_inputs)
-from .types import MeasurementType, check_measurement_image
+from .types import MeasurementType, check_latent_channels, check_measurement_image
 from ..samplers.treg_variants import flow_model_refusal
 
 log = logging.getLogger("comfyui-inverse")
@@ -37,6 +37,7 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
     kind = model_kind(base.model_sampling)
     if kind != "vp":
         raise ValueError(flow_model_refusal(type(base.model_config).__name__, "SamplerTReg"))
+    check_latent_channels(x.shape, base.latent_format)
     if extra_args.get("denoise_mask") is not None:
         log.warning("SamplerTReg ignores the latent's noise_mask: inpainting is a measurement (Inpainting Operator) here.")
         extra_args["denoise_mask"] = None

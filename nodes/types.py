@@ -108,3 +108,16 @@ def check_measurement(measurement, latent_shape, downscale: int) -> tuple[int, i
             f"batch_size to {b} (one result per measured image), or use a single measurement for the whole batch."
         )
     return b, c, h, w
+
+
+def check_latent_channels(latent_shape, latent_format) -> None:
+    """A LATENT made for another model family (e.g. an SD3 VAE Encode into an SD1.5 sampler) would fail deep
+    inside the model's first convolution; name the input and the fix instead."""
+    expected = getattr(latent_format, "latent_channels", None)
+    got = int(latent_shape[1])
+    if expected is not None and got != int(expected):
+        raise ValueError(
+            f"latent_image: the latent has {got} channels but this model works on {expected}-channel latents "
+            "(SD1.5/SDXL: 4, SD3/Flux: 16); it was made for another model family. Use Empty Latent Image, "
+            "VAE Encode with this model's VAE, or Inverse Init Latent."
+        )

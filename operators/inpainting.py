@@ -26,6 +26,8 @@ def _as_batch_mask(mask: torch.Tensor) -> torch.Tensor:
         )
     if mask.shape[-1] < 1 or mask.shape[-2] < 1 or mask.shape[0] < 1:
         raise ValueError(f"mask is empty: shape {tuple(mask.shape)}.")
+    if not torch.isfinite(mask).all():  # NaN > threshold is False: NaN pixels would silently count as known
+        raise ValueError("mask contains NaN or Inf values: fix the node that produced it (or clamp it) before restoring.")
     return mask.detach().to(device="cpu", dtype=torch.float64)
 
 

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 
 
 def _check_pair(image: torch.Tensor, reference: torch.Tensor) -> None:
+    if image.shape[0] == 0:
+        raise ValueError("image: the batch is empty (0 images); connect the node that makes the images to compare.")
     if image.shape != reference.shape:
         raise ValueError(
             f"image has shape {tuple(image.shape)} but reference has {tuple(reference.shape)}: "

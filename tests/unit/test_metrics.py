@@ -59,3 +59,10 @@ def test_shape_mismatch_is_a_clear_error(photo):
     op = SuperResolution(4)
     with pytest.raises(ValueError, match="measurement"):
         measurement_consistency(photo, op, op.forward(photo[..., :32]))
+
+
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_empty_batch_is_a_clear_error(photo, metric):
+    # an empty batch would give an empty result, and the metric nodes' batch mean would divide by zero
+    with pytest.raises(ValueError, match="image: the batch is empty"):
+        metric(photo[:0], photo[:0])

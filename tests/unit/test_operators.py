@@ -488,6 +488,8 @@ def test_sr_divisibility_message():
         (lambda: Inpainting(torch.zeros(8, 8)).pinv(torch.zeros(1, 3, 4, 4)), r"measurement is 4×4 but the inpainting mask"),
         (lambda: Inpainting(torch.zeros(2, 3, 8, 8)), r"mask must be H×W, B×H×W .* one channel"),
         (lambda: Inpainting(torch.zeros(8, 8), threshold=1.0), r"mask threshold must be in \[0, 1\)"),
+        (lambda: Inpainting(torch.full((8, 8), float("nan"))), r"mask contains NaN or Inf values: fix the node"),
+        (lambda: Inpainting(torch.full((8, 8), float("inf"))), r"mask contains NaN or Inf values"),
         (lambda: Inpainting(torch.zeros(8, 8), dilate=-1), r"dilation must be a whole number"),
         (lambda: Colorization().forward(torch.zeros(1, 1, 8, 8)), r"image has 1 channels but .* expects 3 .* use Denoise"),
         (lambda: Colorization().forward(torch.zeros(1, 4, 8, 8)), r"image has 4 channels .* Colorization\(channels=4\)"),
