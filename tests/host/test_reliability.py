@@ -244,6 +244,93 @@ def flow_model(tiny, solver):
     return graph
 
 
+def modular_sampler_graph(tiny, sampler: dict, model=("ck", 0), latent: dict | None = None) -> dict:
+    """A pack SAMPLER (node "sampler", measurement "deg", VAE "vae") in SamplerCustomAdvanced with a stock
+    CFGGuider, Inverse Sigmas and an Empty Latent Image unless `latent` is given."""
+    graph = {**models(tiny), **degrade_graph()}
+    del graph["show"]
+    graph.update({
+        "sampler": sampler,
+        "sigmas": {"class_type": "InverseSigmas", "inputs": {"model": list(model), "steps": 1, "start": 0.4}},
+        "guider": {"class_type": "CFGGuider", "inputs": {"model": list(model), "positive": ["pos", 0],
+                                                          "negative": ["neg", 0], "cfg": 1.0}},
+        "noise": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}},
+        "latent": latent or {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE,
+                                                                          "batch_size": 1}},
+        "run": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["sampler", 0], "sigmas": ["sigmas", 0],
+            "latent_image": ["latent", 0]}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["run", 0], "filename_prefix": "modular"}},
+    })
+    return graph
+
+
+def pigdm_sampler():
+    return {"class_type": "SamplerConjugatePiGDM", "inputs": {
+        "measurement": ["deg", 0], "vae": ["vae", 0], "w": 15.0, "lam": 0.0, "vjp": "none", "bridge_mode": "auto"}}
+
+
+def treg_sampler():
+    return {"class_type": "InverseSamplerTReg", "inputs": {
+        "measurement": ["deg", 0], "vae": ["vae", 0], "dc_every": 1, "dc_until": 0.85, "cg_iters": 5,
+        "cg_lambda": 1e-4, "use_dps": False, "dps_scale": 0.0}}
+
+
+def sd3_latent_of_the_image(build: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """`build`, sampling (SD1.5) a non-empty 16-channel latent: VAE Encode of the clean image with SD3's VAE."""
+    def make(tiny):
+        graph = build(tiny)
+        graph["vae3"] = {"class_type": "VAELoader", "inputs": {"vae_name": tiny["sd3_vae"]}}
+        graph["latent"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["img", 0], "vae": ["vae3", 0]}}
+        return graph
+    return make
+
+
+def ddnm_on_flow_model(tiny):
+    graph = modular_sampler_graph(tiny, {"class_type": "SamplerDDNM",
+                                         "inputs": {"measurement": ["deg", 0], "vae": ["vae", 0]}}, model=("unet", 0))
+    graph["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": tiny["sd3_unet"], "weight_dtype": "default"}}
+    graph["vae"] = {"class_type": "VAELoader", "inputs": {"vae_name": tiny["sd3_vae"]}}
+    return graph
+
+
+def adaptive_negation_graph(tiny, an_lr=1e-3, until=0.85) -> dict:
+    """SD1.5 patched by Adaptive Negation (tiny CLIP vision) in the modular C-ΠGDM graph."""
+    graph = modular_sampler_graph(tiny, pigdm_sampler(), model=("an", 0))
+    graph["guider"]["inputs"]["cfg"] = 3.0
+    graph["cv"] = {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": tiny["clip_vision"]}}
+    graph["an"] = {"class_type": "InverseAdaptiveNegation", "inputs": {
+        "model": ["ck", 0], "clip_vision": ["cv", 0], "vae": ["vae", 0], "an_steps": 1, "an_lr": an_lr,
+        "an_method": "adam", "every": 1, "until": until}}
+    return graph
+
+
+def with_operator(graph: dict, operator: dict) -> dict:
+    graph["op"] = operator
+    return graph
+
+
+def with_rgba_image(graph: dict) -> dict:
+    """The Degrade node's image made RGBA (JoinImageWithAlpha, stock)."""
+    graph["alpha"] = solid_mask(1.0)
+    graph["rgba"] = {"class_type": "JoinImageWithAlpha", "inputs": {"image": ["img", 0], "alpha": ["alpha", 0]}}
+    graph["deg"]["inputs"]["image"] = ["rgba", 0]
+    return graph
+
+
+def motion_blur(kernel=None, angle=0.0) -> dict:
+    inputs = {"length": 9.0, "angle": angle, "trajectory_seed": -1, "threshold": 0.03}
+    return {"class_type": "InverseMotionBlur", "inputs": {**inputs, **({"kernel": kernel} if kernel else {})}}
+
+
+def composed(first: dict, second: dict) -> dict:
+    graph = degrade_graph()
+    graph.update({"first": first, "second": second,
+                  "op": {"class_type": "InverseComposeOperators",
+                         "inputs": {"first": ["first", 0], "second": ["second", 0]}}})
+    return graph
+
+
 # ------------------------------------------------------------------------------------ rows
 
 @dataclass
@@ -340,6 +427,32 @@ ROWS = [
         ("measurement", "8192×8192", "GB", ("smaller", "tile"))),
     Row("conjugate_8k_request", lambda t: large_request_graph(t, "conjugate"), "InverseSolveConjugate",
         ("measurement", "8192×8192", "GB", ("smaller", "tile"))),
+    # --- added by the bad-input sweep: each failed before with a torch error or a message that did not name the
+    # input or the fix
+    Row("pigdm_sd3_latent_on_sd15", sd3_latent_of_the_image(lambda t: modular_sampler_graph(t, pigdm_sampler())),
+        "SamplerCustomAdvanced", ("latent_image", "16 channels", "4-channel", "VAE Encode")),
+    Row("treg_sd3_latent_on_sd15", sd3_latent_of_the_image(lambda t: modular_sampler_graph(t, treg_sampler())),
+        "SamplerCustomAdvanced", ("latent_image", "16 channels", "4-channel", "VAE Encode")),
+    Row("ddnm_flow_model", ddnm_on_flow_model, "SamplerCustomAdvanced", ("DDNM", "rectified-flow", "C-ΠGFM"),
+        forbidden=("C-ΠGDM (SamplerConjugatePiGDM) was connected",)),
+    Row("adaptive_negation_an_lr_nan", lambda t: adaptive_negation_graph(t, an_lr=float("nan")),
+        "InverseAdaptiveNegation", ("an_lr", "NaN")),
+    Row("adaptive_negation_until_nan", lambda t: adaptive_negation_graph(t, until=float("nan")),
+        "InverseAdaptiveNegation", ("until", "NaN"), forbidden=("dc_until",)),
+    Row("inpainting_threshold_1", modify(lambda t: with_mask(degrade_graph(), 1.0), **{"op.threshold": 1.0}),
+        "InverseInpainting", ("threshold", "below 1", "0.5")),
+    Row("inpainting_mask_nan", lambda t: with_mask(degrade_graph(), float("nan")), "InverseInpainting",
+        ("mask", "NaN", "fix the node")),
+    Row("motion_blur_angle_nan", lambda t: with_operator(degrade_graph(), motion_blur(angle=float("nan"))),
+        "InverseMotionBlur", ("angle", "NaN")),
+    Row("motion_blur_black_kernel", lambda t: {**with_operator(degrade_graph(), motion_blur(["kernel", 0])),
+                                               "kernel": empty_image(9, 9, color=0)},
+        "InverseMotionBlur", ("kernel", "black", "length and angle")),
+    Row("colorization_rgba_image", lambda t: with_operator(with_rgba_image(degrade_graph()), {"class_type": "InverseColorization", "inputs": {}}),
+        "InverseDegradeImage", ("image", "4 channels", "alpha"), forbidden=("Colorization(channels",)),
+    Row("compose_without_exact_pseudo_inverse", lambda t: composed(motion_blur(), sr_operator(2)),
+        "InverseComposeOperators", ("no exact pseudo-inverse", "Super-Resolution (box)"),
+        forbidden=("allow_inexact_pinv", "TReg")),
 ]
 
 
@@ -435,6 +548,20 @@ def test_all_ones_mask_is_allowed_with_a_warning(server, tiny_models):
     # ... and on the node itself (ui text, which web/comfyui_inverse.js puts on the canvas)
     (shown,) = server.texts(history, "op")
     assert re.search(r"every pixel missing", shown) and "InvertMask" in shown, shown
+
+
+def test_rgb_photo_is_a_colorization_measurement(server, tiny_models):
+    """A grey photo reaches ComfyUI as RGB (LoadImage converts): Measurement From Image takes its channel mean,
+    what the Colorization Operator measures (before: an error asking for a 1-channel image)."""
+    graph = degrade_graph()
+    graph["op"] = {"class_type": "InverseColorization", "inputs": {}}
+    graph["deg"] = {"class_type": "InverseMeasurementFromImage",
+                    "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": 0.0}}
+    graph["show"] = {"class_type": "PreviewImage", "inputs": {"images": ["deg", 1]}}
+    history = server.run(with_models(tiny_models, graph), timeout=TIMEOUT)
+    shown = server.images(history, "show")[0]
+    mean = (0x60 + 0x80 + 0xA0) / 3 / 255  # the photo is 0x6080A0: H⁺y is its channel mean in every channel
+    assert shown.shape == (SIZE, SIZE, 3) and np.abs(shown - mean).max() <= 1 / 255
 
 
 def test_all_zero_mask_has_no_warning_text(server, tiny_models):
