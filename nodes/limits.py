@@ -10,6 +10,7 @@ AutoencoderKL decode peaked at 0.44–0.54 and TAESD at 0.16 of ComfyUI's estima
 from __future__ import annotations
 
 import comfy.model_management
+import torch
 
 from .comfy_bridge import vae_downscale
 
@@ -39,6 +40,18 @@ def check_memory(required_bytes: int, device, what: str, fix: str = "Use a small
     if required_bytes > free:
         raise ValueError(f"{what} needs about {gigabytes(required_bytes)} of memory but only {gigabytes(free)} "
                          f"is free on {device}. {fix}")
+
+
+PINV_COPIES = 4  # float32 image-sized tensors while a node makes H⁺y and its IMAGE output (movedim copy, clamp)
+
+
+def check_pseudo_inverse_memory(image_shape, what: str, fix: str) -> None:
+    """Before an operator node computes H⁺y: refuse a restored image that cannot fit in CPU memory (a ×32
+    upscale of a large photo), which would otherwise fail deep in torch's allocator or be OOM-killed."""
+    b, c, h, w = (int(v) for v in image_shape)
+    batch = f" × {b} images" if b > 1 else ""
+    check_memory(PINV_COPIES * b * c * h * w * 4, torch.device("cpu"),
+                 f"{what}: its pseudo-inverse H⁺y, a {w}×{h} image{batch},", fix)
 
 
 def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, with_grad: bool = False,

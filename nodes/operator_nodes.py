@@ -10,6 +10,7 @@ from comfy_api.latest import io, ui
 
 from .. import operators as ops
 from .convert import bchw_to_image, check_finite, image_to_bchw
+from .limits import check_pseudo_inverse_memory
 from .schema_extras import search_aliases
 from .types import Measurement, MeasurementType, OperatorType
 
@@ -256,6 +257,7 @@ class DegradeImage(io.ComfyNode):
         _check_sigma_y(sigma_y)
         x = image_to_bchw(image)
         _check_operator_fits(operator, tuple(x.shape), operator.check_input)
+        check_pseudo_inverse_memory(x.shape, "image", "Use a smaller image (or fewer images per batch).")
         generator = torch.Generator().manual_seed(seed)
         y = operator.measure(x, sigma_y=sigma_y, generator=generator)
         measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=tuple(x.shape))
@@ -288,6 +290,8 @@ class MeasurementFromImage(io.ComfyNode):
         y = _grey_photo(operator, image_to_bchw(image))
         _check_operator_fits(operator, tuple(y.shape), operator.check_measurement)
         image_shape = tuple(operator.input_shape(tuple(y.shape)))
+        check_pseudo_inverse_memory(image_shape, "image", "Use a smaller upscale factor or a smaller photo (or crop "
+                                                          "it into parts).")
         if isinstance(operator, ops.Inpainting):
             y = operator.forward(y)  # the masked pixels carry no information
         measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=image_shape, from_photo=True)
@@ -308,6 +312,7 @@ class PseudoInverse(io.ComfyNode):
 
     @classmethod
     def execute(cls, measurement: Measurement) -> io.NodeOutput:
+        check_pseudo_inverse_memory(measurement.image_shape, "measurement", "Use a smaller image or upscale factor.")
         image = bchw_to_image(measurement.pinv_image())
         return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
 

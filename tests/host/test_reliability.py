@@ -450,6 +450,14 @@ ROWS = [
         "InverseMotionBlur", ("kernel", "black", "length and angle")),
     Row("colorization_rgba_image", lambda t: with_operator(with_rgba_image(degrade_graph()), {"class_type": "InverseColorization", "inputs": {}}),
         "InverseDegradeImage", ("image", "4 channels", "alpha"), forbidden=("Colorization(channels",)),
+    # ×32 of a 4096² photo: H⁺y would be 131072² (≥ 200 GB); before, torch's allocator failed (or, for a size
+    # between free and total memory, the server could be OOM-killed)
+    Row("photo_x32_pseudo_inverse_beyond_memory", lambda t: {
+        "img": empty_image(4096, 4096), "op": sr_operator(32, kernel="box"),
+        "deg": {"class_type": "InverseMeasurementFromImage",
+                "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": 0.0}},
+        "show": {"class_type": "PreviewImage", "inputs": {"images": ["deg", 1]}}},
+        "InverseMeasurementFromImage", ("image", "131072×131072", "GB", "smaller upscale factor")),
     Row("compose_without_exact_pseudo_inverse", lambda t: composed(motion_blur(), sr_operator(2)),
         "InverseComposeOperators", ("no exact pseudo-inverse", "Super-Resolution (box)"),
         forbidden=("allow_inexact_pinv", "TReg")),
