@@ -113,6 +113,11 @@ def check_measurement(measurement, latent_shape, downscale: int) -> tuple[int, i
 def check_latent_channels(latent_shape, latent_format) -> None:
     """A LATENT made for another model family (e.g. an SD3 VAE Encode into an SD1.5 sampler) would fail deep
     inside the model's first convolution; name the input and the fix instead."""
+    if len(latent_shape) != 4:  # e.g. a video latent (B×C×T×H×W)
+        raise ValueError(
+            f"latent_image: a {len(latent_shape)}-D latent {tuple(latent_shape)} (a video latent?), but the inverse "
+            "samplers restore images from B×C×H×W latents. Use Empty Latent Image, VAE Encode or Inverse Init Latent."
+        )
     expected = getattr(latent_format, "latent_channels", None)
     got = int(latent_shape[1])
     if expected is not None and got != int(expected):

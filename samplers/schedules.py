@@ -107,20 +107,30 @@ def _check_steps(steps):
         raise ValueError(f"steps must be a positive integer, got {steps!r}.")
 
 
+def sigmas_preview(values: list[float], shown: int = 4) -> str:
+    """The first few noise levels, for error messages (a 200-step schedule would flood the UI)."""
+    head = ", ".join(f"{v:.4g}" for v in values[:shown])
+    return f"[{head}{', …' if len(values) > shown else ''}] ({len(values)} values)"
+
+
 def sigmas_to_list(sigmas, kind: str) -> list[float]:
     """Validate a ComfyUI SIGMAS tensor (1-D, descending, ≥ 2 entries) and return float64 values."""
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError(
-            "sigmas must be a 1-D tensor with at least 2 entries (start and end noise level), "
-            f"got {getattr(sigmas, 'shape', type(sigmas))}."
+            "sigmas: need a 1-D list of at least 2 noise levels (one step), "
+            f"got {getattr(sigmas, 'shape', type(sigmas))}. Connect a scheduler with steps >= 1 (Inverse Sigmas, "
+            "BasicScheduler), not a single value split off by Split Sigmas."
         )
     s = [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
     if any(not math.isfinite(v) or v < 0 for v in s):
-        raise ValueError(f"sigmas must be finite and >= 0, got {s}.")
+        raise ValueError(f"sigmas: must be finite and >= 0, got {sigmas_preview(s)}.")
     if any(b >= a for a, b in zip(s, s[1:])):
-        raise ValueError(f"sigmas must be strictly descending (noise → data), got {s}.")
+        raise ValueError(f"sigmas: must go from noisy to clean (strictly descending), got {sigmas_preview(s)}. "
+                         "Remove Flip Sigmas, or connect the scheduler's output directly.")
     if kind == "flow" and s[0] > 1.0:
-        raise ValueError(f"flow (CONST) sigmas must lie in [0, 1], got sigmas[0] = {s[0]}.")
+        raise ValueError(f"sigmas: start at {s[0]:.4g}, but a rectified-flow model (SD3/Flux) needs noise levels in "
+                         "[0, 1]; this is a diffusion schedule (e.g. Karras). Use Inverse Sigmas or BasicScheduler "
+                         "with this model.")
     if s[0] == 0.0:
         raise ValueError("sigmas[0] must be > 0.")
     return s

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from .cg import conjugate_gradient
+from .schedules import sigmas_preview
 from .treg_negation import AdaptiveNegation
 
 __all__ = [
@@ -117,12 +118,14 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def _validate_sigmas(sigmas: torch.Tensor) -> list[float]:
     if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 2:
-        raise ValueError("sigmas must be a 1-D SIGMAS tensor with at least 2 values (1 step).")
+        raise ValueError("sigmas: need a 1-D list of at least 2 noise levels (one step). Connect a scheduler with "
+                         "steps >= 1 (BasicScheduler), not a single value split off by Split Sigmas.")
     values = [float(s) for s in sigmas.detach().cpu().tolist()]
     if any(not math.isfinite(s) or s < 0 for s in values):
-        raise ValueError(f"sigmas must be finite and >= 0, got {values}.")
+        raise ValueError(f"sigmas: must be finite and >= 0, got {sigmas_preview(values)}.")
     if any(b > a for a, b in zip(values, values[1:])):
-        raise ValueError("sigmas must be descending (noisy to clean), as ComfyUI schedulers produce.")
+        raise ValueError("sigmas: must go from noisy to clean (descending), as ComfyUI schedulers produce. Remove "
+                         "Flip Sigmas, or connect the scheduler's output directly.")
     return values
 
 

@@ -433,6 +433,14 @@ ROWS = [
         "SamplerCustomAdvanced", ("latent_image", "16 channels", "4-channel", "VAE Encode")),
     Row("treg_sd3_latent_on_sd15", sd3_latent_of_the_image(lambda t: modular_sampler_graph(t, treg_sampler())),
         "SamplerCustomAdvanced", ("latent_image", "16 channels", "4-channel", "VAE Encode")),
+    Row("pigdm_video_latent", lambda t: modular_sampler_graph(t, pigdm_sampler(), latent={
+        "class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": SIZE, "height": SIZE, "length": 1, "batch_size": 1}}),
+        "SamplerCustomAdvanced", ("latent_image", "5-D", "Empty Latent Image")),
+    # Flip Sigmas of 200 steps: the message used to list every value (thousands of characters)
+    Row("pigdm_flipped_200_step_sigmas", lambda t: {
+        **modify(lambda t: modular_sampler_graph(t, pigdm_sampler()), **{"sigmas.steps": 200, "run.sigmas": ["flip", 0]})(t),
+        "flip": {"class_type": "FlipSigmas", "inputs": {"sigmas": ["sigmas", 0]}}},
+        "SamplerCustomAdvanced", ("sigmas", "descending", "Flip Sigmas", "values)")),
     Row("ddnm_flow_model", ddnm_on_flow_model, "SamplerCustomAdvanced", ("DDNM", "rectified-flow", "C-ΠGFM"),
         forbidden=("C-ΠGDM (SamplerConjugatePiGDM) was connected",)),
     Row("adaptive_negation_an_lr_nan", lambda t: adaptive_negation_graph(t, an_lr=float("nan")),

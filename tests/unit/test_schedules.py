@@ -54,6 +54,17 @@ def test_bad_sigmas_raise_value_error(bad):
         sch.sigmas_to_list(bad, "vp")
 
 
+def test_bad_sigmas_messages_name_the_fix_and_stay_short():
+    flipped = torch.linspace(0.01, 14.6, 201)  # Flip Sigmas of a 200-step schedule
+    with pytest.raises(ValueError, match="Flip Sigmas") as caught:
+        sch.sigmas_to_list(flipped, "vp")
+    assert len(str(caught.value)) < 300 and "(201 values)" in str(caught.value)
+    with pytest.raises(ValueError, match="Split Sigmas"):
+        sch.sigmas_to_list(torch.tensor([0.5]), "vp")
+    with pytest.raises(ValueError, match="diffusion schedule .* Inverse Sigmas"):
+        sch.sigmas_to_list(torch.tensor([14.6, 1.0, 0.0]), "flow")
+
+
 def test_flow_sigmas_above_one_rejected():
     with pytest.raises(ValueError, match="flow"):
         sch.sigmas_to_list(torch.tensor([2.0, 0.0]), "flow")

@@ -494,8 +494,10 @@ def test_bad_inputs_raise_clear_value_errors():
                                     toy.encode, **{"generator": torch.Generator(), **kw})
     with pytest.raises(ValueError, match="Flow models"):
         call(prediction="flow")
-    with pytest.raises(ValueError, match="descending"):
+    with pytest.raises(ValueError, match="descending.*Remove Flip Sigmas"):
         call(sigmas=sigmas.flip(0))
+    with pytest.raises(ValueError, match="Split Sigmas"):
+        call(sigmas=sigmas[-1:])
     with pytest.raises(ValueError, match="dc_every"):
         call(dc_every=0)
     with pytest.raises(ValueError, match="dc_until"):
