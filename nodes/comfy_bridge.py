@@ -49,6 +49,35 @@ def model_kind(model_sampling) -> str:
     )
 
 
+def text_width(base) -> int | None:
+    """Width of the text embeddings the diffusion model takes (768 SD1.5, 2048 SDXL, 4096 SD3/Flux), if known."""
+    unet_config = getattr(getattr(base, "model_config", None), "unet_config", None) or {}
+    if unet_config.get("context_dim"):
+        return int(unet_config["context_dim"])
+    for name in ("context_embedder", "txt_in"):  # SD3 (MMDiT), Flux
+        layer = getattr(getattr(base, "diffusion_model", None), name, None)
+        if isinstance(layer, torch.nn.Linear):
+            return int(layer.in_features)
+    return None
+
+
+def check_conditioning(guider, base) -> None:
+    """A prompt encoded by another family's CLIP would fail deep inside the model's first attention layer
+    ("mat1 and mat2 shapes cannot be multiplied"); name the input and the fix instead."""
+    width = text_width(base)
+    if width is None:
+        return
+    for name, entries in (getattr(guider, "original_conds", None) or {}).items():
+        for entry in entries or []:
+            text = entry.get("cross_attn") if isinstance(entry, dict) else None
+            if isinstance(text, torch.Tensor) and int(text.shape[-1]) != width:
+                family = type(getattr(base, "model_config", base)).__name__
+                raise ValueError(
+                    f"{name}: the prompt's text embedding is {int(text.shape[-1])} wide but this model ({family}) takes "
+                    f"{width}-wide ones: it was encoded with another model family's text encoder. Encode it with the "
+                    "CLIP that belongs to this model (Load Checkpoint's CLIP, or CLIPLoader/DualCLIPLoader of its type).")
+
+
 def model_sampling_of(model_patcher):
     return model_patcher.get_model_object("model_sampling")
 

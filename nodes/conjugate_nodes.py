@@ -27,7 +27,7 @@ from ..samplers.latent_problem import BRIDGE_MODES, make_latent_problem
 from .convert import bchw_to_image, check_finite, image_to_bchw
 from .limits import autograd_fits, check_solver_memory, gigabytes
 from .checkpointing import autograd_forward
-from .comfy_bridge import (VaeBridge, grad_enabled, interrupted, is_dynamic,
+from .comfy_bridge import (VaeBridge, check_conditioning, grad_enabled, interrupted, is_dynamic,
                            make_differentiable, model_kind, model_sampling_of, vae_downscale)
 from .presets import PRESET_NAMES, latent_preset
 from .tiling import bridge_for, decode_output, latent_tiles, refuse_decoder_gradient, tile_inputs, tiled_denoiser
@@ -98,6 +98,7 @@ def conjugate_sampler_function(model, x, sigmas, extra_args=None, callback=None,
     base = guider.inner_model
     kind = _check_family(base, family, method)
     check_latent_channels(x.shape, base.latent_format)
+    check_conditioning(guider, base)
     if extra_args.pop("denoise_mask", None) is not None:
         log.warning("comfyui-inverse: the latent's noise_mask is ignored by %s; use the Inpainting Operator "
                     "to say which pixels are unknown.", METHOD[family])

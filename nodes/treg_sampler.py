@@ -13,8 +13,8 @@ import torch
 from comfy_api.latest import io
 
 from ..samplers.treg import PAPER_DEFAULTS, seed_generator, treg_sample
-from .comfy_bridge import (DYNAMIC_VRAM_SETTING, interrupted, is_dynamic, make_differentiable, model_kind,
-                           vae_downscale)
+from .comfy_bridge import (DYNAMIC_VRAM_SETTING, check_conditioning, interrupted, is_dynamic, make_differentiable,
+                           model_kind, vae_downscale)
 from .convert import check_finite
 from .limits import check_solver_memory
 from .schema_extras import search_aliases
@@ -38,6 +38,7 @@ def treg_sampler_function(model, x, sigmas, extra_args=None, callback=None, disa
     if kind != "vp":
         raise ValueError(flow_model_refusal(type(base.model_config).__name__, "SamplerTReg"))
     check_latent_channels(x.shape, base.latent_format)
+    check_conditioning(guider, base)
     if extra_args.get("denoise_mask") is not None:
         log.warning("SamplerTReg ignores the latent's noise_mask: inpainting is a measurement (Inpainting Operator) here.")
         extra_args["denoise_mask"] = None

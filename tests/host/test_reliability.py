@@ -244,6 +244,13 @@ def flow_model(tiny, solver):
     return graph
 
 
+def sd3_prompts(graph: dict, tiny) -> dict:
+    """The prompts "pos"/"neg" encoded by SD3's text encoder (CLIP-L as type sd3: 4096-wide, T5's width)."""
+    graph["clip3"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": tiny["clip_l"], "type": "sd3"}}
+    graph["pos"]["inputs"]["clip"] = graph["neg"]["inputs"]["clip"] = ["clip3", 0]
+    return graph
+
+
 def modular_sampler_graph(tiny, sampler: dict, model=("ck", 0), latent: dict | None = None) -> dict:
     """A pack SAMPLER (node "sampler", measurement "deg", VAE "vae") in SamplerCustomAdvanced with a stock
     CFGGuider, Inverse Sigmas and an Empty Latent Image unless `latent` is given."""
@@ -441,6 +448,13 @@ ROWS = [
         **modify(lambda t: modular_sampler_graph(t, pigdm_sampler()), **{"sigmas.steps": 200, "run.sigmas": ["flip", 0]})(t),
         "flip": {"class_type": "FlipSigmas", "inputs": {"sigmas": ["sigmas", 0]}}},
         "SamplerCustomAdvanced", ("sigmas", "descending", "Flip Sigmas", "values)")),
+    # a prompt encoded for another family: before, "mat1 and mat2 shapes cannot be multiplied" from the model
+    Row("conjugate_sd3_prompt_on_sd15", lambda t: sd3_prompts(solver_graph(t, "conjugate"), t), "InverseSolveConjugate",
+        ("positive", "4096 wide", "768", "CLIP that belongs to this model"), followup="conjugate"),
+    Row("treg_sd3_prompt_on_sd15", lambda t: sd3_prompts(solver_graph(t, "treg"), t), "InverseTRegSolve",
+        ("positive", "4096 wide", "768", "CLIP that belongs to this model"), followup="treg"),
+    Row("conjugate_sd15_prompt_on_sd3", flow_conjugate, "InverseSolveConjugate",
+        ("positive", "768 wide", "4096", "CLIP that belongs to this model")),
     Row("ddnm_flow_model", ddnm_on_flow_model, "SamplerCustomAdvanced", ("DDNM", "rectified-flow", "C-ΠGFM"),
         forbidden=("C-ΠGDM (SamplerConjugatePiGDM) was connected",)),
     Row("adaptive_negation_an_lr_nan", lambda t: adaptive_negation_graph(t, an_lr=float("nan")),
