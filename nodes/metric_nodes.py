@@ -65,7 +65,12 @@ class MeasurementConsistency(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, measurement: Measurement) -> io.NodeOutput:
-        values = measurement_consistency(image_to_bchw(image), measurement.operator, measurement.y)
+        x = image_to_bchw(image)
+        want = tuple(measurement.image_shape[1:])
+        if tuple(x.shape[1:]) != want:  # before the operator's own check, which speaks Python (resize_to=...)
+            raise ValueError(f"image: its size {tuple(x.shape[1:])} (C×H×W) does not match the measurement's unknown "
+                             f"image {want}: connect the restored image of this measurement.")
+        values = measurement_consistency(x, measurement.operator, measurement.y)
         mean, text = _summary("‖Hx − y‖/‖y‖", values)
         return io.NodeOutput(mean, text, ui=ui.PreviewText(text))
 

@@ -480,6 +480,12 @@ ROWS = [
                 "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": 0.0}},
         "show": {"class_type": "PreviewImage", "inputs": {"images": ["deg", 1]}}},
         "InverseMeasurementFromImage", ("image", "131072×131072", "GB", "smaller upscale factor")),
+    Row("consistency_image_smaller_than_inpainting_mask", lambda t: {
+        **with_mask(degrade_graph(), 1.0), "small": empty_image(32, 32),
+        "show": {"class_type": "InverseMeasurementConsistency", "inputs": {"image": ["small", 0],
+                                                                            "measurement": ["deg", 0]}}},
+        "InverseMeasurementConsistency", ("image", "(3, 32, 32)", "(3, 64, 64)", "restored image of this measurement"),
+        forbidden=("resize_to",)),
     Row("compose_without_exact_pseudo_inverse", lambda t: composed(motion_blur(), sr_operator(2)),
         "InverseComposeOperators", ("no exact pseudo-inverse", "Super-Resolution (box)"),
         forbidden=("allow_inexact_pinv", "TReg")),
