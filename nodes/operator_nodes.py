@@ -206,8 +206,10 @@ def _check_operator_fits(operator, shape: tuple, check) -> None:
         check(shape, "image")
     except ValueError as err:
         if isinstance(operator, ops.Inpainting) and tuple(operator.missing.shape[-2:]) != tuple(shape[-2:]):
-            raise ValueError(f"{err} In the Inpainting Operator node: turn on resize_mask_to_image and connect "
-                             "this image to its `image` input.") from err
+            (mh, mw), (h, w) = operator.missing.shape[-2:], shape[-2:]
+            raise ValueError(f"image is {w}×{h} but the inpainting mask is {mw}×{mh}. In the Inpainting Operator node: "
+                             "turn on resize_mask_to_image and connect this image to its `image` input, or crop/resize "
+                             f"the image to {mw}×{mh}.") from err
         if isinstance(operator, ops.Colorization) and shape[1] != operator.channels:
             raise ValueError(f"image: has {shape[1]} channels but the Colorization Operator works on RGB images (3). "
                              + ("Remove the alpha channel first (Split Image with Alpha)." if shape[1] == 4 else

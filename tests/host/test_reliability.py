@@ -356,7 +356,7 @@ ROWS = [
     Row("sr_size_not_divisible", lambda t: degrade_graph(width=30, height=30, factor=4), "InverseDegradeImage",
         ("image", "divisible by 4", ("crop", "resize"), "28×28")),
     Row("mask_shape_differs", lambda t: with_mask(degrade_graph(), 1.0, 32, 32), "InverseDegradeImage",
-        ("mask", "32×32", "64×64", "resize_mask_to_image")),
+        ("mask", "32×32", "64×64", "resize_mask_to_image"), forbidden=("resize_to=",)),
     Row("mask_batch_differs", lambda t: mask_batch_graph(3, 2), "InverseDegradeImage",
         ("batch is 3", "mask batch is 2", ("one mask", "3 masks")), forbidden=("resize_mask_to_image",)),
     Row("psnr_batch_3_vs_2", lambda t: metric_graph("InversePSNR", empty_image(batch=3), empty_image(batch=2)),
