@@ -45,13 +45,19 @@ def check_memory(required_bytes: int, device, what: str, fix: str = "Use a small
 PINV_COPIES = 4  # float32 image-sized tensors while a node makes H⁺y and its IMAGE output (movedim copy, clamp)
 
 
-def check_pseudo_inverse_memory(image_shape, what: str, fix: str) -> None:
-    """Before an operator node computes H⁺y: refuse a restored image that cannot fit in CPU memory (a ×32
-    upscale of a large photo), which would otherwise fail deep in torch's allocator or be OOM-killed."""
+def check_pseudo_inverse_memory(operator, image_shape, what: str, fix: str) -> None:
+    """Before an operator node applies H / H⁺ to images of `image_shape`: refuse what cannot fit in CPU memory (a
+    ×32 upscale of a large photo, the SVD matrices of a zero-boundary blur on a 16k image), which would otherwise
+    fail deep in torch's allocator or get the server OOM-killed."""
     b, c, h, w = (int(v) for v in image_shape)
+    matrices = int(operator.working_bytes((b, c, h, w)))
     batch = f" × {b} images" if b > 1 else ""
-    check_memory(PINV_COPIES * b * c * h * w * 4, torch.device("cpu"),
-                 f"{what}: its pseudo-inverse H⁺y, a {w}×{h} image{batch},", fix)
+    if matrices > PINV_COPIES * b * c * h * w * 4:  # the operator's matrices dominate: say so, and what is cheaper
+        what = f"{what}: building {operator.describe()} for a {w}×{h} image{batch}"
+        fix += " A blur with boundary circular (FFT) or a box upscale needs no such matrices."
+    else:
+        what = f"{what}: its pseudo-inverse H⁺y, a {w}×{h} image{batch},"  # "…, needs about …"
+    check_memory(PINV_COPIES * b * c * h * w * 4 + matrices, torch.device("cpu"), what, fix)
 
 
 def solver_memory_bytes(vae, image_shape, latent_channels: int | None = None, with_grad: bool = False,

@@ -259,7 +259,7 @@ class DegradeImage(io.ComfyNode):
         _check_sigma_y(sigma_y)
         x = image_to_bchw(image)
         _check_operator_fits(operator, tuple(x.shape), operator.check_input)
-        check_pseudo_inverse_memory(x.shape, "image", "Use a smaller image (or fewer images per batch).")
+        check_pseudo_inverse_memory(operator, x.shape, "image", "Use a smaller image (or fewer images per batch).")
         generator = torch.Generator().manual_seed(seed)
         y = operator.measure(x, sigma_y=sigma_y, generator=generator)
         measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=tuple(x.shape))
@@ -292,8 +292,8 @@ class MeasurementFromImage(io.ComfyNode):
         y = _grey_photo(operator, image_to_bchw(image))
         _check_operator_fits(operator, tuple(y.shape), operator.check_measurement)
         image_shape = tuple(operator.input_shape(tuple(y.shape)))
-        check_pseudo_inverse_memory(image_shape, "image", "Use a smaller upscale factor or a smaller photo (or crop "
-                                                          "it into parts).")
+        check_pseudo_inverse_memory(operator, image_shape, "image", "Use a smaller upscale factor or a smaller photo "
+                                                                    "(or crop it into parts).")
         if isinstance(operator, ops.Inpainting):
             y = operator.forward(y)  # the masked pixels carry no information
         measurement = Measurement(y=y, operator=operator, sigma_y=float(sigma_y), image_shape=image_shape, from_photo=True)
@@ -314,7 +314,8 @@ class PseudoInverse(io.ComfyNode):
 
     @classmethod
     def execute(cls, measurement: Measurement) -> io.NodeOutput:
-        check_pseudo_inverse_memory(measurement.image_shape, "measurement", "Use a smaller image or upscale factor.")
+        check_pseudo_inverse_memory(measurement.operator, measurement.image_shape, "measurement",
+                                    "Use a smaller image or upscale factor.")
         image = bchw_to_image(measurement.pinv_image())
         return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
 

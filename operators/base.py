@@ -74,6 +74,11 @@ class LinearOperator:
             cache[key] = build()
         return cache[key]
 
+    def working_bytes(self, input_shape: tuple[int, ...]) -> int:
+        """Memory (bytes) that applying H and H⁺ to images of `input_shape` needs beyond the images themselves:
+        the operator's own matrices (0 unless it builds large ones), for callers that refuse what cannot fit."""
+        return 0
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Shape of H x for an input of `input_shape` (B, C, H, W)."""
         raise NotImplementedError

@@ -112,6 +112,12 @@ class Compose(LinearOperator):
         self.second.check_measurement(shape, what)
         self.first.check_measurement(self.second.input_shape(tuple(shape)), f"{what} mapped back through {self.second.describe()}")
 
+    def working_bytes(self, input_shape):
+        middle = self.first.output_shape(tuple(input_shape))
+        parts = self.first.working_bytes(tuple(input_shape)) + self.second.working_bytes(middle)
+        own = self.fused is not None and self.fused is not self.first and self.fused is not self.second
+        return parts + (self.fused.working_bytes(tuple(input_shape)) if own else 0)
+
     def output_shape(self, input_shape):
         return self.second.output_shape(self.first.output_shape(tuple(input_shape)))
 

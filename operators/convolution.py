@@ -336,6 +336,9 @@ class GaussianBlur(LinearOperator):
     def kept_fraction(self, h: int, w: int) -> float:
         return self.impl.kept_fraction(h, w)
 
+    def working_bytes(self, input_shape):
+        return self.impl.working_bytes(input_shape)
+
     def axis_matrices(self, h, w):
         return self.impl.axis_matrices(h, w) if self.mode == "svd" else None
 

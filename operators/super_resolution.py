@@ -108,6 +108,9 @@ class SuperResolution(SeparableMatrixOperator):
                 f"crop or resize the image to {' or '.join(sizes)}."
             )
 
+    def working_bytes(self, input_shape):
+        return 0 if self.kernel == "box" else super().working_bytes(input_shape)  # box: no matrices (fast paths)
+
     # box: pooling/replication fast paths (same maths as the 1-D matrices)
     def _pool(self, x):
         b, c, h, w = x.shape

@@ -486,6 +486,13 @@ ROWS = [
                                                                             "measurement": ["deg", 0]}}},
         "InverseMeasurementConsistency", ("image", "(3, 32, 32)", "(3, 64, 64)", "restored image of this measurement"),
         forbidden=("resize_to",)),
+    # ×32 bicubic of a 2048×8 strip: the width axis's SVD matrices (65536² float64 projector, ~70 GB) dominate
+    Row("photo_strip_x32_bicubic_matrices_beyond_memory", lambda t: {
+        "img": empty_image(2048, 8), "op": sr_operator(32, kernel="bicubic"),
+        "deg": {"class_type": "InverseMeasurementFromImage",
+                "inputs": {"image": ["img", 0], "operator": ["op", 0], "sigma_y": 0.0}},
+        "show": {"class_type": "PreviewImage", "inputs": {"images": ["deg", 1]}}},
+        "InverseMeasurementFromImage", ("image", "65536×256", "GB", "smaller upscale factor", "box upscale")),
     Row("compose_without_exact_pseudo_inverse", lambda t: composed(motion_blur(), sr_operator(2)),
         "InverseComposeOperators", ("no exact pseudo-inverse", "Super-Resolution (box)"),
         forbidden=("allow_inexact_pinv", "TReg")),

@@ -638,3 +638,32 @@ def test_latent_grid_analogues_have_spectral_forms():
                  Compose(GaussianBlur(8.0), SuperResolution(16)), Compose(MotionBlur(20), GaussianBlur(8.0, mode="fft"))]
     for op in pixel_ops:
         assert to_latent_grid(op).spectral(lat_shape) is not None, op.describe()
+
+
+def _held_bytes(cache) -> int:
+    tensors = [t for v in (*cache._master.values(), *cache._copies.values()) for t in v]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@pytest.mark.parametrize("make, cache", [
+    (lambda: SuperResolution(4, "bicubic"), lambda op: op._factors),
+    (lambda: GaussianBlur(2.0), lambda op: op.impl._factors),
+])
+def test_working_bytes_covers_the_cached_matrices(make, cache):
+    # the nodes refuse H / H⁺ when image copies + working_bytes exceed free memory: the estimate must cover what
+    # the operator keeps (float64 factors + float32 copies), and grow like n² (the n×n projector)
+    op, shape = make(), (1, 3, 64, 48)
+    y = op.forward(torch.rand(shape))
+    op.pinv(y), op.project(torch.rand(shape)), op.pinv_adjoint(torch.rand(shape))
+    assert 0 < _held_bytes(cache(op)) <= op.working_bytes(shape)
+    assert op.working_bytes((1, 3, 128, 96)) == pytest.approx(4 * op.working_bytes(shape), rel=0.01)
+
+
+def test_working_bytes_is_zero_without_matrices():
+    shape = (1, 3, 64, 64)
+    for op in (SuperResolution(4, "box"), GaussianBlur(2.0, mode="fft"), MotionBlur(9.0),
+               Inpainting(torch.zeros(64, 64)), Colorization(), Denoise()):
+        assert op.working_bytes(shape) == 0, op.describe()
+    fused = Compose(GaussianBlur(2.0), SuperResolution(4, "bicubic"))  # parts' matrices + the fused product's
+    assert fused.working_bytes(shape) > GaussianBlur(2.0).working_bytes(shape) + SuperResolution(4, "bicubic").working_bytes(shape)
+    assert Compose(Denoise(), GaussianBlur(2.0)).working_bytes(shape) == GaussianBlur(2.0).working_bytes(shape)
