@@ -218,13 +218,22 @@ def _check_operator_fits(operator, shape: tuple, check) -> None:
 
 
 def _grey_photo(operator, y: torch.Tensor) -> torch.Tensor:
-    """A grey photo for colorization as ComfyUI loads it (RGB, three equal channels) -> its one grey channel
-    (the channel mean: what the Colorization Operator measures)."""
-    if y.shape[1] in (3, 4) and isinstance(operator, ops.Colorization):
-        if y.shape[1] == 4:
-            raise ValueError("image: the photo has an alpha channel; remove it first (Split Image with Alpha).")
-        return y.mean(dim=1, keepdim=True)
-    return y
+    """A grey photo for colorization as ComfyUI loads it (RGB, three equal channels) -> its one grey channel (the
+    channel mean: what the Colorization Operator measures), when the operator's measurement has one channel."""
+    if y.shape[1] not in (3, 4):
+        return y
+    try:
+        operator.check_measurement(tuple(y.shape))
+        return y
+    except ValueError:
+        pass
+    try:
+        operator.check_measurement((y.shape[0], 1, *y.shape[2:]))
+    except ValueError:
+        return y  # not a channel problem: the caller's check reports it
+    if y.shape[1] == 4:
+        raise ValueError("image: the photo has an alpha channel; remove it first (Split Image with Alpha).")
+    return y.mean(dim=1, keepdim=True)
 
 
 def _measurement_outputs(measurement: Measurement) -> tuple[torch.Tensor, torch.Tensor]:
