@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from .client import ComfyClient, ComfyError, PromptExecutionError, print_progress
+from .client import ComfyClient, ComfyError, PromptExecutionError, PromptTimeout, print_progress
 from .comfy_root import ComfyNotFoundError
-from .workflow_api import WorkflowConversionError, is_api_prompt, is_ui_workflow, schema_inputs, ui_to_api
+from .preflight import CliError, check_image, check_out_dir, load_json, load_workflow, normalize_server_url
+from .workflow_api import (WorkflowConversionError, is_api_prompt, is_ui_workflow, schema_inputs, ui_to_api,
+                           widget_value_problem)
 from .server import ComfyServer
 
 USAGE_NOTES = """
@@ -26,21 +30,9 @@ if no loader lists NAME, the run stops and prints the files the server has.
 
 Without --server, ComfyUI is started from $COMFYUI_PATH (else ~/.cache/comfyui-inverse/ComfyUI,
 made by scripts/setup.sh) using that tree's own models/ and custom_nodes/ folders, unless
---base-dir names another base directory; it is stopped when the run ends.
+--base-dir names another base directory; it is stopped when the run ends (also on Ctrl-C or
+SIGTERM).
 """
-
-
-class CliError(Exception):
-    pass
-
-
-def _load_json(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CliError(f"workflow file not found: {path}") from None
-    except ValueError as error:
-        raise CliError(f"{path} is not valid JSON: {error}") from None
 
 
 def parse_value(text: str):
@@ -66,12 +58,18 @@ def _node_list(prompt: dict) -> str:
         not in (None, n["class_type"]) else "") for i, n in prompt.items())
 
 
-def apply_set(prompt: dict, assignment: str, object_info: dict | None) -> list[str]:
-    """Apply one NODE.INPUT=VALUE override; returns the changed node ids."""
+def parse_assignment(assignment: str) -> tuple[str, str, str]:
+    """NODE.INPUT=VALUE -> (NODE, INPUT, VALUE text); checked before a server starts."""
     target, sep, raw = assignment.partition("=")
     selector, dot, input_name = target.rpartition(".")
-    if not sep or not dot or not selector or not input_name:
+    if not sep or not dot or not selector.strip() or not input_name.strip():
         raise CliError(f"--set {assignment!r}: expected NODE.INPUT=VALUE, e.g. KSampler.steps=10")
+    return selector, input_name, raw
+
+
+def apply_set(prompt: dict, assignment: str, object_info: dict | None) -> list[str]:
+    """Apply one NODE.INPUT=VALUE override; returns the changed node ids."""
+    selector, input_name, raw = parse_assignment(assignment)
     ids = find_nodes(prompt, selector)
     if not ids:
         raise CliError(f"--set {assignment!r}: no node has the id, title or type {selector!r}. "
@@ -80,15 +78,24 @@ def apply_set(prompt: dict, assignment: str, object_info: dict | None) -> list[s
     for node_id in ids:
         node = prompt[node_id]
         info = (object_info or {}).get(node["class_type"])
+        node_value = value
         if info is not None:
-            known = [name for name, _ in schema_inputs(info)]
-            if input_name not in known and input_name not in node["inputs"]:
+            specs = dict(schema_inputs(info))
+            if input_name not in specs and input_name not in node["inputs"]:
                 raise CliError(f"--set {assignment!r}: node {node_id} ({node['class_type']}) has "
-                               f"no input {input_name!r}; its inputs: {', '.join(known)}")
+                               f"no input {input_name!r}; its inputs: {', '.join(specs)}")
+            spec = specs.get(input_name)
+            if spec is not None and spec[0] == "STRING":
+                node_value = value if isinstance(value, str) else raw  # 2024 stays "2024"
+            elif spec is not None:
+                problem = widget_value_problem(spec, value)
+                if problem:
+                    raise CliError(f"--set {assignment!r}: node {node_id} ({node['class_type']}) "
+                                   f"input {input_name} {problem}")
         if isinstance(node["inputs"].get(input_name), list):
             print(f"note: --set replaces the link into node {node_id}.{input_name}",
                   file=sys.stderr)
-        node["inputs"][input_name] = value
+        node["inputs"][input_name] = node_value
     return ids
 
 
@@ -116,29 +123,45 @@ def apply_ckpt(prompt: dict, name: str, object_info: dict) -> list[str]:
     return changed
 
 
-def apply_image(prompt: dict, spec: str, client: ComfyClient) -> list[str]:
+def split_image_spec(spec: str) -> tuple[str | None, str]:
+    """--image [NODE=]PATH -> (NODE or None, PATH); a file whose name has '=' stays a path."""
     selector, sep, path = spec.partition("=")
-    if sep and find_nodes(prompt, selector):
+    if sep and selector and not Path(spec).expanduser().exists():
+        return selector, path
+    return None, spec
+
+
+def apply_image(prompt: dict, spec: str, client: ComfyClient, upload: Path | None = None) -> list[str]:
+    """Upload the --image file (or `upload`, its checked stand-in) into the chosen or all
+    LoadImage nodes; returns the changed node ids."""
+    selector, path = split_image_spec(spec)
+    if selector is not None:
         ids = find_nodes(prompt, selector)
+        if not ids:
+            raise CliError(f"--image {spec!r}: no node has the id, title or type {selector!r}. "
+                           f"Nodes: {_node_list(prompt)}")
     else:
-        path = spec
         ids = [i for i, n in prompt.items() if n["class_type"] == "LoadImage"]
         if not ids:
-            raise CliError("--image: the workflow has no LoadImage node")
-    if not Path(path).is_file():
-        raise CliError(f"--image: file not found: {path}")
-    uploaded = client.upload_image(path)
+            raise CliError("--image: the workflow has no LoadImage node; name the node that takes "
+                           "the image with --image NODE=PATH")
+    if upload is None:
+        if not Path(path).is_file():
+            raise CliError(f"--image: file not found: {path}")
+        upload = Path(path)
+    uploaded = client.upload_image(upload)
     for node_id in ids:
         prompt[node_id]["inputs"]["image"] = uploaded
     return ids
 
 
-def _start_server(args, stack: ExitStack) -> ComfyClient:
+def _start_server(args, stack: ExitStack) -> tuple[ComfyClient, ComfyServer | None]:
     if args.server:
-        client = ComfyClient(args.server)
+        client = ComfyClient(normalize_server_url(args.server))
         if not client.is_alive(timeout=30.0):  # a busy server answers slowly
-            raise CliError(f"no ComfyUI server answers at {args.server}")
-        return client
+            raise CliError(f"no ComfyUI server answers at {client.url} (--server): start it, or "
+                           "leave --server out to start one for this run")
+        return client, None
     from .comfy_root import find_comfy_root
 
     root = find_comfy_root(args.comfy_root)
@@ -147,7 +170,7 @@ def _start_server(args, stack: ExitStack) -> ComfyClient:
     t0 = time.monotonic()
     stack.enter_context(server)
     print(f"[comfyui-inverse] ComfyUI ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-    return server.client
+    return server.client, server
 
 
 def prepare_prompt(workflow: dict, object_info: dict, source: str) -> dict:
@@ -163,55 +186,90 @@ def prepare_prompt(workflow: dict, object_info: dict, source: str) -> dict:
 
 
 def cmd_run(args) -> int:
-    workflow = _load_json(args.workflow)
+    # Everything that can be checked without a server is checked first.
+    workflow = load_workflow(args.workflow)
+    for assignment in args.set or []:
+        parse_assignment(assignment)
+    out = check_out_dir(args.out)
     with ExitStack() as stack:
-        client = _start_server(args, stack)
-        object_info = client.object_info()
-        prompt = prepare_prompt(workflow, object_info, args.workflow)
-        for assignment in args.set or []:
-            apply_set(prompt, assignment, object_info)
-        if args.ckpt:
-            for where in apply_ckpt(prompt, args.ckpt, object_info):
-                print(f"--ckpt: set {where}", file=sys.stderr)
-        for image in args.image or []:
-            apply_image(prompt, image, client)
-        names = {i: n.get("_meta", {}).get("title") or n["class_type"] for i, n in prompt.items()}
-        extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
-        progress = None if args.quiet else (lambda e: print_progress(e, node_names=names))
-        t0 = time.monotonic()
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfyui-inverse-")))
+        uploads = [(spec, check_image(split_image_spec(spec)[1], scratch)) for spec in args.image or []]
+        client, server = _start_server(args, stack)
         try:
-            entry = client.run(prompt, timeout=args.timeout, progress=progress, extra_data=extra)
-        except KeyboardInterrupt:
-            client.interrupt()
-            print("interrupted", file=sys.stderr)
-            return 130
-        except PromptExecutionError as error:
-            print(f"error: {error}", file=sys.stderr)
-            if args.verbose and error.traceback:
-                print(error.traceback, file=sys.stderr)
-            return 1
-        kinds = ("output", "temp") if args.previews else ("output",)
-        written = client.download_outputs(entry, args.out, kinds)
-        print(f"done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        for path in written:
-            print(path)
-        if not written:
-            print("note: the workflow produced no saved files (add a SaveImage node, or use "
-                  "--previews for PreviewImage outputs)", file=sys.stderr)
+            return _run_prompt(args, workflow, client, uploads, out)
+        except OSError as error:
+            if server is not None and server.exit_report():
+                raise ComfyError(server.exit_report()) from None
+            raise
+
+
+def _run_prompt(args, workflow: dict, client: ComfyClient, uploads: list, out: Path) -> int:
+    object_info = client.object_info()
+    prompt = prepare_prompt(workflow, object_info, args.workflow)
+    for assignment in args.set or []:
+        apply_set(prompt, assignment, object_info)
+    if args.ckpt:
+        for where in apply_ckpt(prompt, args.ckpt, object_info):
+            print(f"--ckpt: set {where}", file=sys.stderr)
+    for spec, upload in uploads:
+        apply_image(prompt, spec, client, upload)
+    names = {i: n.get("_meta", {}).get("title") or n["class_type"] for i, n in prompt.items()}
+    extra = {"extra_pnginfo": {"workflow": workflow}} if is_ui_workflow(workflow) else None
+    progress = None if args.quiet else (lambda e: print_progress(e, node_names=names))
+    t0 = time.monotonic()
+    try:
+        entry = client.run(prompt, timeout=args.timeout, progress=progress, extra_data=extra)
+    except KeyboardInterrupt:  # client.run has cancelled the prompt
+        print("interrupted: the prompt was cancelled", file=sys.stderr)
+        raise
+    except PromptTimeout:
+        print(f"error: the workflow did not finish within --timeout {args.timeout:g} s; "
+              "it was cancelled", file=sys.stderr)
+        return 1
+    except PromptExecutionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        if args.verbose and error.traceback:
+            print(error.traceback, file=sys.stderr)
+        return 1
+    kinds = ("output", "temp") if args.previews else ("output",)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        names = ", ".join(item["filename"] for item in client.output_files(entry, kinds))
+        raise CliError(f"--out {args.out}: cannot create the folder ({error.strerror or error}); "
+                       f"the outputs stay in the server's output folder: {names or 'none'}") from None
+    written = client.download_outputs(entry, out, kinds)
+    print(f"done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    for path in written:
+        print(path)
+    if not written:
+        print("note: the workflow produced no saved files (add a SaveImage node, or use "
+              "--previews for PreviewImage outputs)", file=sys.stderr)
     return 0
 
 
 def cmd_convert(args) -> int:
-    workflow = _load_json(args.workflow)
+    workflow = load_workflow(args.workflow)
+    if is_api_prompt(workflow) and not is_ui_workflow(workflow):
+        print(f"note: {args.workflow} is already an API prompt; written unchanged", file=sys.stderr)
     with ExitStack() as stack:
         if args.object_info:
-            object_info = _load_json(args.object_info)
+            object_info = load_json(args.object_info, "--object-info file")
+            if not (isinstance(object_info, dict) and object_info and all(
+                    isinstance(v, dict) and "input" in v for v in object_info.values())):
+                raise CliError(f"--object-info {args.object_info}: not a saved GET /object_info "
+                               "answer (a map of node types to their 'input' specs)")
+        elif is_ui_workflow(workflow):
+            object_info = _start_server(args, stack)[0].object_info()
         else:
-            object_info = _start_server(args, stack).object_info()
+            object_info = {}
         prompt = prepare_prompt(workflow, object_info, args.workflow)
     text = json.dumps(prompt, indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as error:
+            raise CliError(f"-o {args.output}: cannot write the file ({error.strerror or error})") from None
     else:
         sys.stdout.write(text)
     return 0
@@ -258,8 +316,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM/SIGHUP, raised like Ctrl-C so that the started server is stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    def first(signum, frame):
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # cleanup takes seconds: don't cut it short
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), later)
+        raise Stopped(signum) if signum != signal.SIGINT else KeyboardInterrupt
+
+    def later(signum, frame):
+        print("stopping ComfyUI, please wait...", file=sys.stderr, flush=True)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), first)
+    signal.signal(signal.SIGINT, first)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    _stop_on_signals()
     try:
         code = args.handler(args)
     except (CliError, WorkflowConversionError, ComfyNotFoundError, ComfyError) as error:
@@ -268,6 +351,6 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:  # connection refused/reset: the server went away
         print(f"error: talking to ComfyUI failed: {error}", file=sys.stderr)
         code = 1
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as stop:
+        code = 128 + stop.signum if isinstance(stop, Stopped) else 130
     sys.exit(code)

@@ -31,6 +31,10 @@ class PromptValidationError(ComfyError):
         super().__init__(format_validation_error(response, prompt))
 
 
+class PromptTimeout(TimeoutError):
+    """The prompt did not finish within the timeout given to wait()/run()."""
+
+
 class PromptExecutionError(ComfyError):
     """The prompt was accepted but a node raised while executing."""
 
@@ -111,6 +115,13 @@ class ComfyClient:
     def interrupt(self) -> None:
         self._request("POST", "/interrupt", b"")
 
+    def cancel(self, prompt_id: str, timeout: float = 10.0) -> None:
+        """Take the prompt off the queue, or stop it if it runs (ComfyUI >= 0.3.4x interrupts only
+        that prompt; older servers interrupt whatever runs)."""
+        body = lambda data: (json.dumps(data).encode(), {"Content-Type": "application/json"})
+        self._request("POST", "/queue", *body({"delete": [prompt_id]}), timeout=timeout)
+        self._request("POST", "/interrupt", *body({"prompt_id": prompt_id}), timeout=timeout)
+
     # -- prompts ----------------------------------------------------------------------------
     def queue_prompt(self, prompt: dict, extra_data: dict | None = None) -> str:
         """Queue an API-format prompt; returns its prompt_id. Raises PromptValidationError."""
@@ -140,7 +151,7 @@ class ComfyClient:
 
         progress(event) is called with websocket events ({"type", "data"}) when `events` is given,
         else with {"type": "status", "data": {"elapsed": seconds}} about once a second.
-        Raises PromptExecutionError when a node failed, TimeoutError after `timeout` seconds.
+        Raises PromptExecutionError when a node failed, PromptTimeout after `timeout` seconds.
         """
         start = time.monotonic()
         last_tick = 0.0
@@ -164,7 +175,7 @@ class ComfyClient:
                 return entry
             elapsed = time.monotonic() - start
             if timeout is not None and elapsed > timeout:
-                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+                raise PromptTimeout(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
             if progress and events is None and elapsed - last_tick >= 1.0:
                 last_tick = elapsed
                 progress({"type": "status", "data": {"elapsed": elapsed}})
@@ -187,7 +198,14 @@ class ComfyClient:
                 stream = None
         try:
             prompt_id = self.queue_prompt(prompt, extra_data)
-            return self.wait(prompt_id, timeout=timeout, progress=progress, events=stream)
+            try:
+                return self.wait(prompt_id, timeout=timeout, progress=progress, events=stream)
+            except (KeyboardInterrupt, TimeoutError):  # don't leave the server busy with it
+                try:
+                    self.cancel(prompt_id)
+                except OSError:
+                    pass
+                raise
         finally:
             if stream is not None:
                 stream.close()

@@ -28,6 +28,11 @@ def find_comfy_root(explicit: str | os.PathLike | None = None) -> Path:
     source, root = candidates[0]
     root = root.expanduser()
     if (root / "main.py").is_file():
+        if not ((root / "comfy").is_dir() and (root / "folder_paths.py").is_file()):
+            raise ComfyNotFoundError(
+                f"{root} (from {source}) has a main.py but is not a ComfyUI checkout (no comfy/ "
+                "package or folder_paths.py). Point it at the folder that contains ComfyUI's "
+                f"main.py, or run `bash {PACK_ROOT / 'scripts' / 'setup.sh'}` to install one.")
         return root.resolve()
     raise ComfyNotFoundError(
         f"No ComfyUI found at {root} (from {source}): {root / 'main.py'} does not exist. "

@@ -38,6 +38,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port (SO_REUSEADDR: a port in TIME_WAIT is free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def pack_link(custom_nodes: Path, pack_root: Path = PACK_ROOT) -> Path | None:
     """The entry of `custom_nodes` that is this pack (by real path), if any."""
     if not custom_nodes.is_dir():
@@ -194,6 +205,12 @@ class ComfyServer:
         prepare_base_dir(self.base_dir)
         if self.port is None:
             self.port = free_port(self.host)
+        elif port_taken(self.host, self.port):
+            # Checked first: another server on the port would answer our readiness probe.
+            raise ComfyStartError(
+                f"port {self.port} on {self.host} is already in use (another ComfyUI?): choose "
+                f"another --port, leave --port out for a free one, or use the running server "
+                f"with --server http://{self.host}:{self.port}")
         if self.log_path is None:
             self.log_path = self.base_dir / "comfyui.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,10 +240,16 @@ class ComfyServer:
         client = ComfyClient(self.url, timeout=2)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                log = self.log_text()
+                hint = ""
+                if "ModuleNotFoundError" in log:
+                    hint = (f"\n{self.python} lacks a module ComfyUI needs: run with the Python of "
+                            "ComfyUI's environment (or set COMFYUI_PYTHON to it), or install "
+                            "ComfyUI's requirements.txt there.")
                 raise ComfyStartError(
                     f"ComfyUI exited with code {self.process.returncode} during start-up.\n"
                     f"command: {' '.join(self.command())}\nlog ({self.log_path}):\n"
-                    + _tail(self.log_text())
+                    + _tail(log) + hint
                 )
             if client.is_alive():
                 return
@@ -235,6 +258,17 @@ class ComfyServer:
             f"ComfyUI did not answer on {self.url}/system_stats within {self.startup_timeout:.0f} s."
             f"\nlog ({self.log_path}):\n" + _tail(self.log_text())
         )
+
+    def exit_report(self) -> str | None:
+        """When the server process has ended on its own: its exit code and log tail, else None."""
+        process = self.process
+        if process is None or process.poll() is None:
+            return None
+        code = process.returncode
+        why = {-9: " (killed: often the system running out of memory)",
+               -15: " (terminated by a signal)"}.get(code, "")
+        return (f"ComfyUI stopped while running the workflow: exit code {code}{why}.\n"
+                f"log ({self.log_path}):\n" + _tail(self.log_text()))
 
     def pack_module_path(self) -> list[str]:
         """How ComfyUI names the pack in its log: <custom_nodes folder>/<entry name>."""

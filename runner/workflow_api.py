@@ -62,6 +62,46 @@ def _options(spec: list) -> dict:
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
+def combo_options(spec: list) -> list | None:
+    """The choices of a combo input (V1 list or V3 "COMBO" with options), else None."""
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO":
+        return list(_options(spec).get("options") or [])
+    return None
+
+
+def widget_value_problem(spec: list, value: Any) -> str | None:
+    """Why `value` does not fit a widget input of this spec (what ComfyUI's validation would
+    refuse, said with the allowed values), or None when it fits or the spec is not checked."""
+    options, kind = _options(spec), spec[0]
+    choices = combo_options(spec)
+    if choices:  # an empty list: choices the server fills in some other way
+        if value in choices:
+            return None
+        shown = ", ".join(map(repr, choices[:12])) + (", ..." if len(choices) > 12 else "")
+        return f"{value!r} is not one of the choices: {shown}"
+    if kind in ("INT", "FLOAT"):
+        number = "an integer" if kind == "INT" else "a number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            return f"takes {number}{_range(options)}, got {value!r}"
+        if kind == "INT" and value != int(value):
+            return f"takes {number}{_range(options)}, got {value!r}"
+        low, high = options.get("min"), options.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{value!r} is out of range{_range(options)}"
+    if kind == "BOOLEAN" and not isinstance(value, bool):
+        return f"takes true or false, got {value!r}"
+    return None
+
+
+def _range(options: dict) -> str:
+    low, high = options.get("min"), options.get("max")
+    if low is None and high is None:
+        return ""
+    return f" (from {low if low is not None else '-inf'} to {high if high is not None else 'inf'})"
+
+
 def _is_widget(spec: list) -> bool:
     kind, options = spec[0], _options(spec)
     if options.get("forceInput"):
@@ -129,7 +169,17 @@ def ui_to_api(workflow: dict, object_info: dict, warnings: list[str] | None = No
     if not is_ui_workflow(workflow):
         raise WorkflowConversionError(
             "not a UI-format workflow (no 'nodes' and 'links'); API prompts need no conversion")
-    warnings = [] if warnings is None else warnings
+    try:
+        return _convert(workflow, object_info, [] if warnings is None else warnings)
+    except WorkflowConversionError:
+        raise
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:  # a damaged file
+        raise WorkflowConversionError(
+            f"the UI workflow is malformed ({type(error).__name__}: {error}); open it in the "
+            "ComfyUI editor and save it again") from None
+
+
+def _convert(workflow: dict, object_info: dict, warnings: list[str]) -> dict:
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = _links_by_id(workflow)
     subgraph_ids = {sg.get("id") for sg in (workflow.get("definitions") or {}).get("subgraphs", [])}

@@ -1,0 +1,354 @@
+"""The headless runner on bad input: its own checks (runner/preflight.py, --set values), the
+ComfyUI tree and port checks, and the CLI's clean-up of a server it started on Ctrl-C / SIGTERM /
+the server dying, against a stand-in ComfyUI (a stdlib HTTP server), so no torch or comfy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfyui_inverse.runner import ComfyNotFoundError, find_comfy_root
+from comfyui_inverse.runner.cli import CliError, apply_set, split_image_spec
+from comfyui_inverse.runner.preflight import (
+    check_image,
+    check_out_dir,
+    load_workflow,
+    normalize_server_url,
+)
+from comfyui_inverse.runner.server import ComfyServer, ComfyStartError
+from comfyui_inverse.runner.workflow_api import WorkflowConversionError, ui_to_api
+from comfyui_inverse.tests.unit.test_workflow_api import OBJECT_INFO, image_chain
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+# --- the workflow file ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    ("", "is a folder"),
+    ("{'nodes': []", "not a JSON file"),
+    (b"\xff\xfe\x00 binary", "not a JSON file"),
+    ([1, 2], "neither a UI workflow"),
+    ({"nodes": [], "version": 0.4}, "no 'links'"),
+    ({"1": {"inputs": {}}}, "neither a UI workflow"),  # an API prompt without class_type
+])
+def test_bad_workflow_files_are_refused_with_the_fix(tmp_path, content, message):
+    path = tmp_path / "wf.json"
+    if content == "":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        write(path, content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(CliError, match=message) as error:
+        load_workflow(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_ui_api_and_prompt_body_files_load(tmp_path):
+    ui = image_chain()
+    api = ui_to_api(ui, OBJECT_INFO)
+    assert load_workflow(str(write(tmp_path / "ui.json", ui))) == ui
+    assert load_workflow(str(write(tmp_path / "api.json", api))) == api
+    body = {"prompt": api, "client_id": "x"}  # what a POST /prompt capture holds
+    assert load_workflow(str(write(tmp_path / "body.json", body))) == api
+
+
+@pytest.mark.parametrize("damage", ["node_without_id", "link_too_short", "node_is_a_string"])
+def test_damaged_ui_workflow_is_a_conversion_error(damage):
+    wf = image_chain()
+    if damage == "node_without_id":
+        del wf["nodes"][1]["id"]
+    elif damage == "link_too_short":
+        wf["links"][0] = [1, 1]
+    else:
+        wf["nodes"][2] = "SaveImage"
+    with pytest.raises(WorkflowConversionError, match="malformed.*save it again"):
+        ui_to_api(wf, OBJECT_INFO)
+
+
+# --- --out, --server, --image ---------------------------------------------------------------
+
+def test_out_dir_is_checked_without_creating_it(tmp_path):
+    a_file = write(tmp_path / "file.txt", "x")
+    with pytest.raises(CliError, match="is a file"):
+        check_out_dir(str(a_file))
+    with pytest.raises(CliError, match="cannot be created: .*file.txt is a file"):
+        check_out_dir(str(a_file / "out"))
+    nested = tmp_path / "new" / "out"
+    assert check_out_dir(str(nested)) == nested
+    assert not (tmp_path / "new").exists()  # a failing run leaves no empty folder
+    if os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(CliError, match="no permission"):
+            check_out_dir(str(locked / "out"))
+
+
+def test_server_url_gets_a_scheme():
+    assert normalize_server_url("127.0.0.1:8188") == "http://127.0.0.1:8188"
+    assert normalize_server_url("https://host/comfy/") == "https://host/comfy"
+
+
+def test_image_spec_node_or_path(tmp_path):
+    assert split_image_spec("photo.png") == (None, "photo.png")
+    assert split_image_spec("Load photo=in/photo.png") == ("Load photo", "in/photo.png")
+    odd = write(tmp_path / "a=b.png", "x")  # an existing file whose name has '='
+    assert split_image_spec(str(odd)) == (None, str(odd))
+
+
+def test_missing_and_unreadable_images_are_refused(tmp_path):
+    with pytest.raises(CliError, match="file not found"):
+        check_image(str(tmp_path / "nope.png"), tmp_path)
+    with pytest.raises(CliError, match="not a file"):
+        check_image(str(tmp_path), tmp_path)
+    text = write(tmp_path / "notes.png", "not an image")
+    with pytest.raises(CliError, match="not an image Pillow can read.*PNG, JPEG"):
+        check_image(str(text), tmp_path)
+    truncated = tmp_path / "cut.png"
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    with pytest.raises(CliError, match="not an image Pillow can read"):
+        check_image(str(truncated), tmp_path)
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("RGBA", ".png"), ("L", ".jpg")])
+def test_ordinary_images_upload_unchanged(tmp_path, mode, suffix):
+    path = tmp_path / f"photo{suffix}"
+    Image.new(mode, (24, 16)).save(path)
+    assert check_image(str(path), tmp_path / "scratch") == path
+
+
+def test_16bit_grey_png_uploads_an_8bit_copy(tmp_path, capsys):
+    # Stock LoadImage turns Pillow's I;16 into RGB by clipping at 255: a white picture.
+    ramp = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    path = tmp_path / "scan.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as image:
+        assert image.mode.startswith("I;16")
+        assert np.asarray(image.convert("RGB")).mean() > 250  # what LoadImage would make of it
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    copy = check_image(str(path), scratch)
+    assert copy.parent == scratch and copy.name == "scan.png"
+    with Image.open(copy) as image:
+        assert image.mode == "L"
+        np.testing.assert_array_equal(np.asarray(image), (ramp >> 8).astype(np.uint8))
+    assert "16-bit greyscale" in capsys.readouterr().err
+
+
+# --- --set values ---------------------------------------------------------------------------
+
+INFO = {**OBJECT_INFO,
+        "KSampler": {**OBJECT_INFO["KSampler"], "input": {"required": {
+            **OBJECT_INFO["KSampler"]["input"]["required"],
+            "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
+            "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0}]}}},
+        "Flags": {"input": {"required": {"tiled": ["BOOLEAN", {"default": False}]}}, "output": []}}
+
+
+def sampler_prompt():
+    return {"3": {"class_type": "KSampler", "_meta": {"title": "KSampler"},
+                  "inputs": {"seed": 1, "steps": 20, "cfg": 8.0, "sampler_name": "euler",
+                             "scheduler": "normal", "denoise": 1.0}},
+            "4": {"class_type": "Flags", "inputs": {"tiled": False}, "_meta": {"title": "Flags"}},
+            "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"},
+                  "_meta": {"title": "SaveImage"}}}
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("KSampler.steps=abc", r"steps takes an integer \(from 1 to 10000\), got 'abc'"),
+    ("KSampler.steps=2.5", "takes an integer"),
+    ("KSampler.steps=true", "takes an integer"),
+    ("KSampler.steps=0", r"0 is out of range \(from 1 to 10000\)"),
+    ("KSampler.cfg=NaN", "takes a number"),
+    ("KSampler.cfg=1e9", "out of range"),
+    ("KSampler.sampler_name=euler_a", "not one of the choices: 'euler', 'ddim'"),
+    ("KSampler.scheduler=simple", "not one of the choices: 'normal', 'karras'"),
+    ("Flags.tiled=yes", "takes true or false"),
+])
+def test_set_values_are_checked_against_the_widget(assignment, message):
+    prompt = sampler_prompt()
+    with pytest.raises(CliError, match=message) as error:
+        apply_set(prompt, assignment, INFO)
+    assert repr(assignment) in str(error.value)
+    assert prompt == sampler_prompt()
+
+
+def test_set_values_that_fit_are_applied():
+    prompt = sampler_prompt()
+    for assignment in ("KSampler.steps=12", "KSampler.cfg=4", "KSampler.scheduler=karras",
+                       "Flags.tiled=true", "SaveImage.filename_prefix=2024", "3.seed=7"):
+        apply_set(prompt, assignment, INFO)
+    inputs = prompt["3"]["inputs"]
+    assert (inputs["steps"], inputs["cfg"], inputs["scheduler"], inputs["seed"]) == (12, 4, "karras", 7)
+    assert prompt["4"]["inputs"]["tiled"] is True
+    assert prompt["9"]["inputs"]["filename_prefix"] == "2024"  # a STRING widget keeps the text
+
+
+@pytest.mark.parametrize("assignment", ["steps=3", "KSampler.steps", ".steps=3", "KSampler.=3"])
+def test_set_syntax_errors_show_the_form(assignment):
+    with pytest.raises(CliError, match=r"NODE\.INPUT=VALUE"):
+        apply_set(sampler_prompt(), assignment, INFO)
+
+
+# --- the ComfyUI tree and the port ------------------------------------------------------------
+
+def test_comfy_root_that_is_not_comfyui(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMFYUI_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ComfyNotFoundError, match="from COMFYUI_PATH.*main.py does not exist"):
+        find_comfy_root()
+    write(tmp_path / "main.py", "print('another program')")
+    monkeypatch.setenv("COMFYUI_PATH", str(tmp_path))
+    with pytest.raises(ComfyNotFoundError, match="not a ComfyUI checkout"):
+        find_comfy_root()
+
+
+def fake_comfy_tree(root: Path) -> Path:
+    """A tree find_comfy_root accepts, whose main.py is a stand-in server (FAKE_MAIN)."""
+    (root / "comfy").mkdir(parents=True)
+    write(root / "folder_paths.py", "")
+    write(root / "main.py", FAKE_MAIN)
+    return root
+
+
+def test_port_in_use_is_refused_before_starting(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = ComfyServer(comfy_root=fake_comfy_tree(tmp_path / "comfy"),
+                             base_dir=tmp_path / "base", port=port, quiet=True)
+        with pytest.raises(ComfyStartError, match=f"port {port} .* already in use.*--server"):
+            server.start()
+        assert server.process is None
+
+
+# --- the CLI with a started (stand-in) server -------------------------------------------------
+
+# Answers what the runner asks; a queued prompt never finishes. Deletes and interrupts are logged.
+FAKE_MAIN = textwrap.dedent('''
+    import json, os, sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    args = sys.argv[1:]
+    port = int(args[args.index("--port") + 1])
+    base = args[args.index("--base-directory") + 1]
+    print(f"Import times for custom nodes:\\n   0.0 seconds: {base}/custom_nodes/comfyui-inverse",
+          flush=True)
+    INFO = {"SaveImage": {"input": {"required": {"filename_prefix": ["STRING", {}]}},
+                          "output": []}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self, data):
+            body = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self.answer(INFO if self.path.startswith("/object_info") else {})
+
+        def do_POST(self):
+            data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            print("POST", self.path, data.decode(errors="replace"), flush=True)
+            self.answer({"prompt_id": "p1", "number": 0, "node_errors": {}}
+                        if self.path == "/prompt" else {})
+
+        def log_message(self, *args):
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+''')
+
+API_PROMPT = {"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
+
+
+@pytest.fixture
+def waiting_cli(tmp_path):
+    """The CLI running API_PROMPT on a stand-in ComfyUI it started; returns (process, log path,
+    the server's pid) once the prompt is queued."""
+    root = fake_comfy_tree(tmp_path / "comfy")
+    log = tmp_path / "server.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "comfyui_inverse", "run", str(write(tmp_path / "api.json", API_PROMPT)),
+         "--comfy-root", str(root), "--base-dir", str(tmp_path / "base"), "--log", str(log),
+         "--out", str(tmp_path / "out"), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COMFYUI_PYTHON": sys.executable})
+    deadline = time.monotonic() + 60
+    while "POST /prompt" not in (log.read_text() if log.exists() else ""):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the CLI did not queue the prompt"
+        time.sleep(0.1)
+    server_pid = _child_pids(process.pid)
+    assert len(server_pid) == 1
+    yield process, log, server_pid[0]
+    if process.poll() is None:
+        process.kill()
+    for pid in server_pid:
+        _kill_quietly(pid)
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] == "Z"  # a zombie is gone too
+
+
+pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+
+
+@pytestmark_linux
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 128 + signal.SIGTERM),
+                                        (signal.SIGINT, 130)])
+def test_signal_cancels_the_prompt_and_stops_the_started_server(waiting_cli, stop, code):
+    process, log, server_pid = waiting_cli
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == code, err
+    assert "Traceback" not in err
+    assert _gone(server_pid), "the started ComfyUI outlived the runner"
+    text = log.read_text()
+    assert 'POST /queue {"delete": ["p1"]}' in text and 'POST /interrupt {"prompt_id": "p1"}' in text
+
+
+@pytestmark_linux
+def test_server_dying_mid_run_is_reported_with_its_log(waiting_cli):
+    process, log, server_pid = waiting_cli
+    os.kill(server_pid, signal.SIGKILL)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "ComfyUI stopped while running the workflow: exit code -9" in err
+    assert "out of memory" in err and str(log) in err
+    assert "Traceback" not in err
