@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import signal
 import sys
@@ -14,8 +15,8 @@ from pathlib import Path
 from .client import ComfyClient, ComfyError, PromptExecutionError, PromptTimeout, print_progress
 from .comfy_root import ComfyNotFoundError
 from .preflight import CliError, check_image, check_out_dir, load_json, load_workflow, normalize_server_url
-from .workflow_api import (WorkflowConversionError, is_api_prompt, is_ui_workflow, schema_inputs, ui_to_api,
-                           widget_value_problem)
+from .workflow_api import (WorkflowConversionError, combo_options, is_api_prompt, is_ui_workflow, schema_inputs,
+                           ui_to_api, widget_value_problem)
 from .server import ComfyServer
 
 USAGE_NOTES = """
@@ -103,21 +104,33 @@ LOADER_WIDGETS = ("ckpt_name", "unet_name")
 
 
 def apply_ckpt(prompt: dict, name: str, object_info: dict) -> list[str]:
-    changed, available = [], set()
+    changed, available, loaders = [], set(), 0
     for node_id, node in prompt.items():
         info = object_info.get(node["class_type"]) or {}
         for input_name, spec in schema_inputs(info):
             if input_name not in LOADER_WIDGETS:
                 continue
-            choices = spec[0] if isinstance(spec[0], list) else (
-                spec[1].get("options", []) if len(spec) > 1 and isinstance(spec[1], dict) else [])
+            loaders += 1
+            choices = combo_options(spec) or []
             available.update(choices)
             if name in choices:
                 node["inputs"][input_name] = name
                 changed.append(f"{node_id}.{input_name}")
     if not changed:
+        if not loaders:
+            raise CliError(f"--ckpt {name!r}: the workflow has no checkpoint or UNet loader "
+                           f"({', '.join(LOADER_WIDGETS)} widget) to set")
         listing = ", ".join(sorted(available)) or "none"
-        raise CliError(f"--ckpt {name!r}: no loader node in this workflow lists that file. "
+        hint = ""
+        close = difflib.get_close_matches(name, sorted(available), n=1, cutoff=0.6)
+        if Path(name).name in available:
+            close = [Path(name).name]
+        if close:
+            hint = f" Did you mean {close[0]!r}?"
+        elif Path(name).expanduser().is_file():
+            hint = (" --ckpt takes a file name the server lists, not a path: copy or link the "
+                    "file into the server's models folder first.")
+        raise CliError(f"--ckpt {name!r}: no loader node in this workflow lists that file.{hint} "
                        f"Files the server has for these loaders: {listing}. Put the file in "
                        "models/checkpoints/ (ckpt_name) or models/diffusion_models/ (unet_name).")
     return changed
@@ -181,6 +194,12 @@ def prepare_prompt(workflow: dict, object_info: dict, source: str) -> dict:
             print(f"warning: {warning}", file=sys.stderr)
         return prompt
     if is_api_prompt(workflow):
+        unknown = [f"  node {i} ({n['class_type']}): unknown node type '{n['class_type']}'"
+                   for i, n in workflow.items() if object_info and n["class_type"] not in object_info]
+        if unknown:
+            raise CliError(f"{source}: the server does not know these node types; install the pack "
+                           "that provides them (or update it), then restart ComfyUI:\n"
+                           + "\n".join(unknown))
         return workflow
     raise CliError(f"{source}: neither a UI workflow (nodes + links) nor an API prompt")
 
@@ -325,19 +344,20 @@ class Stopped(KeyboardInterrupt):
 
 
 def _stop_on_signals() -> None:
+    # An ignored signal stays ignored (nohup ignores SIGHUP, background jobs SIGINT).
+    handled = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+               if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) is not signal.SIG_IGN]
+
     def first(signum, frame):
-        for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # cleanup takes seconds: don't cut it short
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), later)
+        for number in handled:  # the clean-up takes seconds: a second Ctrl-C must not cut it short
+            signal.signal(number, later)
         raise Stopped(signum) if signum != signal.SIGINT else KeyboardInterrupt
 
     def later(signum, frame):
         print("stopping ComfyUI, please wait...", file=sys.stderr, flush=True)
 
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), first)
-    signal.signal(signal.SIGINT, first)
+    for number in handled:
+        signal.signal(number, first)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from comfyui_inverse.runner import ComfyNotFoundError, find_comfy_root
-from comfyui_inverse.runner.cli import CliError, apply_set, split_image_spec
+from comfyui_inverse.runner.cli import CliError, apply_ckpt, apply_set, prepare_prompt, split_image_spec
 from comfyui_inverse.runner.preflight import (
     check_image,
     check_out_dir,
@@ -67,6 +67,15 @@ def test_ui_api_and_prompt_body_files_load(tmp_path):
     assert load_workflow(str(write(tmp_path / "api.json", api))) == api
     body = {"prompt": api, "client_id": "x"}  # what a POST /prompt capture holds
     assert load_workflow(str(write(tmp_path / "body.json", body))) == api
+
+
+def test_api_prompt_with_an_unknown_node_type_names_it():
+    api = ui_to_api(image_chain(), OBJECT_INFO)
+    assert prepare_prompt(api, OBJECT_INFO, "api.json") is api
+    api["2"]["class_type"] = "SuperSharpen"
+    with pytest.raises(CliError) as error:
+        prepare_prompt(api, OBJECT_INFO, "api.json")
+    assert "node 2 (SuperSharpen)" in str(error.value) and "install the pack" in str(error.value)
 
 
 @pytest.mark.parametrize("damage", ["node_without_id", "link_too_short", "node_is_a_string"])
@@ -207,6 +216,16 @@ def test_set_syntax_errors_show_the_form(assignment):
         apply_set(sampler_prompt(), assignment, INFO)
 
 
+def test_ckpt_typos_paths_and_workflows_without_loaders():
+    loader = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}}}
+    with pytest.raises(CliError, match="Did you mean 'other.safetensors'"):
+        apply_ckpt(loader, "othr.safetensors", OBJECT_INFO)
+    with pytest.raises(CliError, match="Did you mean 'other.safetensors'"):
+        apply_ckpt(loader, "/home/me/models/other.safetensors", OBJECT_INFO)
+    with pytest.raises(CliError, match="no checkpoint or UNet loader"):
+        apply_ckpt(sampler_prompt(), "other.safetensors", INFO)
+
+
 # --- the ComfyUI tree and the port ------------------------------------------------------------
 
 def test_comfy_root_that_is_not_comfyui(tmp_path, monkeypatch):
@@ -290,7 +309,8 @@ def waiting_cli(tmp_path):
          "--comfy-root", str(root), "--base-dir", str(tmp_path / "base"), "--log", str(log),
          "--out", str(tmp_path / "out"), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "COMFYUI_PYTHON": sys.executable})
+        env={**os.environ, "COMFYUI_PYTHON": sys.executable},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     deadline = time.monotonic() + 60
     while "POST /prompt" not in (log.read_text() if log.exists() else ""):
         assert process.poll() is None, process.communicate()
