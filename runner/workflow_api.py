@@ -102,7 +102,7 @@ def _range(options: dict) -> str:
     return f" (from {low if low is not None else '-inf'} to {high if high is not None else 'inf'})"
 
 
-def _is_widget(spec: list) -> bool:
+def is_widget(spec: list) -> bool:
     kind, options = spec[0], _options(spec)
     if options.get("forceInput"):
         return False
@@ -131,7 +131,7 @@ def _widget_values(node: dict, node_info: dict, ui_widget_names: set[str],
     """Map the node's widgets_values onto its widget inputs."""
     values = node.get("widgets_values")
     widgets = [(name, spec) for name, spec in schema_inputs(node_info)
-               if _is_widget(spec) or name in ui_widget_names]
+               if is_widget(spec) or name in ui_widget_names]
     if values is None:
         return {}
     if isinstance(values, dict):  # some packs serialise widgets by name

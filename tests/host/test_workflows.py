@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_inverse.runner.workflow_api import VIRTUAL_NODE_TYPES, is_ui_workflow, ui_to_api
+from comfyui_inverse.runner.workflow_api import (VIRTUAL_NODE_TYPES, is_ui_workflow, schema_inputs, ui_to_api,
+                                                 widget_value_problem, is_widget)
 from comfyui_inverse.tests.host.workflow_models import MODEL_MAP, tiny_lora
 
 pytestmark = pytest.mark.host
@@ -189,6 +190,75 @@ def test_workflow_runs_with_tiny_models(comfy, object_info, model_files, samples
             assert np.isfinite(value), f"{name}: {node['_meta']['title']} reported {text!r}"
     if "LoRA" in name:
         assert "lora key not loaded" not in comfy.log_text()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_widget_values_fit_the_node_schemas(object_info, name):
+    """widgets_values line up with today's widgets: none left over, none missing, each one a value the
+    server accepts (the model files and the photo aside: those are the user's)."""
+    workflow = load(WORKFLOWS / f"{name}.json")
+    warnings = []
+    prompt = ui_to_api(workflow, object_info, warnings)
+    assert warnings == [], f"{name}: {warnings}"
+    for node_id, node in prompt.items():
+        specs = schema_inputs(object_info[node["class_type"]])
+        where = f"{name}: node {node_id} ({node['class_type']})"
+        for key, spec in specs:
+            if not is_widget(spec) or key in MODEL_INPUTS + ("image",):
+                continue
+            assert key in node["inputs"], f"{where} has no value for its widget {key}: regenerate the workflow"
+            value = node["inputs"][key]
+            if not isinstance(value, list):  # a link
+                assert widget_value_problem(spec, value) is None, f"{where}.{key}: {widget_value_problem(spec, value)}"
+
+
+# The pack's nodes as the first workflows saved them (commit deb66c4, before the k, noisy, restarts,
+# sampler, enforce_measurement and tile widgets were appended): widgets_values -> the API inputs of then.
+OLD_SAVED = {
+    "InverseSuperResolution": ([4, "bicubic"], {"factor": 4, "kernel": "bicubic"}),
+    "InverseDegradeImage": ([0.0, 0, "fixed"], {"sigma_y": 0.0, "seed": 0}),
+    "InverseSigmas": ([5, 0.4], {"steps": 5, "start": 0.4}),
+    "SamplerConjugatePiGDM": ([15.0, 0.0, "autograd", "auto", "auto"],
+                              {"w": 15.0, "lam": 0.0, "vjp": "autograd", "bridge_mode": "auto", "start": "auto"}),
+    "SamplerConjugatePiGFM": ([20.0, 0.2, "autograd", "auto", "auto"],
+                              {"w": 20.0, "lam": 0.2, "vjp": "autograd", "bridge_mode": "auto", "start": "auto"}),
+    "InverseSolveConjugate": (["custom", 10, 1.0, 15.0, 0.0, 0.5, 0, "fixed", "autograd", "auto"],
+                              {"preset": "custom", "steps": 10, "cfg": 1.0, "w": 15.0, "lam": 0.0, "start": 0.5,
+                               "seed": 0, "vjp": "autograd", "bridge_mode": "auto"}),
+    "InverseTRegGuider": ([5.0, 10, 0.001, "adam"], {"cfg": 5.0, "an_steps": 10, "an_lr": 0.001, "an_method": "adam"}),
+    "InverseSamplerTReg": ([3, 0.85, 5, 0.0001, False, 0.0],
+                           {"dc_every": 3, "dc_until": 0.85, "cg_iters": 5, "cg_lambda": 0.0001, "use_dps": False,
+                            "dps_scale": 0.0}),
+    "InverseTRegSolve": ([100, "ddim_uniform", 5.0, 10, 0.0005, "adam", 3, 0.85, 5, 0.0001, False, 0, "fixed"],
+                         {"steps": 100, "scheduler": "ddim_uniform", "cfg": 5.0, "an_steps": 10, "an_lr": 0.0005,
+                          "an_method": "adam", "dc_every": 3, "dc_until": 0.85, "cg_iters": 5, "cg_lambda": 0.0001,
+                          "use_dps": False, "seed": 0}),
+    "InverseGaussianBlur": ([3.0, 0, 0.03, "zero"], {"sigma": 3.0, "kernel_size": 0, "threshold": 0.03, "boundary": "zero"}),
+    "InverseMotionBlur": ([15.0, 0.0, 7, 0.03], {"length": 15.0, "angle": 0.0, "trajectory_seed": 7, "threshold": 0.03}),
+    "InverseInpainting": ([0.5, 0, False], {"threshold": 0.5, "dilate": 0, "resize_mask_to_image": False}),
+    "InverseMeasurementFromImage": ([0.01], {"sigma_y": 0.01}),
+}
+# What a widget appended since then must default to, so that the old graph keeps its behaviour
+# (sampler auto = conjugate under preset custom; the old graphs ran untiled, without restarts).
+OLD_BEHAVIOUR_DEFAULTS = {"k": 0.0, "noisy": "paper", "restarts": 0, "sampler": "auto",
+                          "enforce_measurement": "off", "tile_size": 0}
+
+
+@pytest.mark.parametrize("kind", sorted(OLD_SAVED))
+def test_workflow_saved_before_widgets_were_appended_keeps_its_values(object_info, kind):
+    values, inputs_then = OLD_SAVED[kind]
+    old = {"nodes": [{"id": 1, "type": kind, "mode": 0, "inputs": [], "outputs": [], "widgets_values": values}],
+           "links": [], "version": 0.4}
+    warnings = []
+    converted = ui_to_api(old, object_info, warnings)["1"]["inputs"]
+    assert warnings == []
+    assert converted == inputs_then  # no value moved to another widget
+    required = (object_info[kind]["input"].get("required") or {})
+    for key, spec in schema_inputs(object_info[kind]):
+        if is_widget(spec) and key not in inputs_then:
+            assert key not in required, f"{kind}.{key} is required: a workflow saved before it fails validation"
+            if key in OLD_BEHAVIOUR_DEFAULTS:
+                assert spec[1].get("default") == OLD_BEHAVIOUR_DEFAULTS[key], f"{kind}.{key}"
 
 
 @pytest.mark.parametrize("name", NAMES)
