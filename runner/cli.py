@@ -12,7 +12,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from .client import ComfyClient, ComfyError, PromptExecutionError, PromptTimeout, print_progress
+from .client import (ComfyClient, ComfyError, PromptExecutionError, PromptTimeout, PromptValidationError,
+                     print_progress)
 from .comfy_root import ComfyNotFoundError
 from .preflight import CliError, check_image, check_out_dir, load_json, load_workflow, normalize_server_url
 from .workflow_api import (WorkflowConversionError, combo_options, is_api_prompt, is_ui_workflow, schema_inputs,
@@ -204,6 +205,20 @@ def prepare_prompt(workflow: dict, object_info: dict, source: str) -> dict:
     raise CliError(f"{source}: neither a UI workflow (nodes + links) nor an API prompt")
 
 
+def validation_hints(error: PromptValidationError) -> str:
+    """The runner's own options that fix the usual validation errors."""
+    hints = set()
+    for node_error in error.node_errors.values():
+        for item in node_error.get("errors", []):
+            name = (item.get("extra_info") or {}).get("input_name")
+            if item.get("type") == "value_not_in_list" and name in LOADER_WIDGETS:
+                hints.add("--ckpt NAME chooses one of the server's model files for the loaders; or put "
+                          "the workflow's file into the server's models/ folder")
+            elif name == "image" and node_error.get("class_type") == "LoadImage":
+                hints.add("--image PATH uploads your image into the LoadImage nodes")
+    return "".join(f"\nhint: {hint}" for hint in sorted(hints))
+
+
 def cmd_run(args) -> int:
     # Everything that can be checked without a server is checked first.
     workflow = load_workflow(args.workflow)
@@ -241,6 +256,8 @@ def _run_prompt(args, workflow: dict, client: ComfyClient, uploads: list, out: P
     except KeyboardInterrupt:  # client.run has cancelled the prompt
         print("interrupted: the prompt was cancelled", file=sys.stderr)
         raise
+    except PromptValidationError as error:
+        raise ComfyError(str(error) + validation_hints(error)) from None
     except PromptTimeout:
         print(f"error: the workflow did not finish within --timeout {args.timeout:g} s; "
               "it was cancelled", file=sys.stderr)

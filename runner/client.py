@@ -53,9 +53,12 @@ class PromptExecutionError(ComfyError):
 
 def format_validation_error(response: dict, prompt: dict | None = None) -> str:
     error = response.get("error") or {}
-    lines = [f"ComfyUI rejected the prompt: {error.get('message', error) or response}"]
-    if error.get("details"):
-        lines[0] += f" ({error['details']})"
+    if error:
+        lines = [f"ComfyUI rejected the prompt: {error.get('message', error)}"]
+        if error.get("details"):
+            lines[0] += f" ({error['details']})"
+    else:  # queued for its valid outputs only (answer 200): the runner cancels that
+        lines = ["ComfyUI rejected the prompt: some nodes did not validate"]
     for node_id, node_error in (response.get("node_errors") or {}).items():
         class_type = node_error.get("class_type") or (prompt or {}).get(node_id, {}).get(
             "class_type", "?")
@@ -138,6 +141,12 @@ class ComfyClient:
                 raise ComfyError(f"POST /prompt failed: HTTP {error.code}: {body[:2000]}") from None
             raise PromptValidationError(response, prompt) from None
         if answer.get("node_errors"):
+            # ComfyUI queued the outputs that validated; a half graph is not what was asked for.
+            if answer.get("prompt_id"):
+                try:
+                    self.cancel(answer["prompt_id"])
+                except OSError:
+                    pass
             raise PromptValidationError(answer, prompt)
         return answer["prompt_id"]
 

@@ -286,8 +286,15 @@ FAKE_MAIN = textwrap.dedent('''
         def do_POST(self):
             data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             print("POST", self.path, data.decode(errors="replace"), flush=True)
-            self.answer({"prompt_id": "p1", "number": 0, "node_errors": {}}
-                        if self.path == "/prompt" else {})
+            if self.path != "/prompt":
+                return self.answer({})
+            if b'"reject"' in data:  # queued for its valid outputs only, as ComfyUI does
+                return self.answer({"prompt_id": "p2", "number": 1, "node_errors": {"9": {
+                    "class_type": "SaveImage", "dependent_outputs": ["9"], "errors": [{
+                        "type": "value_not_in_list", "message": "Value not in list",
+                        "details": "ckpt_name: 'x' not in []",
+                        "extra_info": {"input_name": "ckpt_name"}}]}}})
+            self.answer({"prompt_id": "p1", "number": 0, "node_errors": {}})
 
         def log_message(self, *args):
             pass
@@ -298,19 +305,35 @@ FAKE_MAIN = textwrap.dedent('''
 API_PROMPT = {"9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}}}
 
 
-@pytest.fixture
-def waiting_cli(tmp_path):
-    """The CLI running API_PROMPT on a stand-in ComfyUI it started; returns (process, log path,
-    the server's pid) once the prompt is queued."""
+def start_cli(tmp_path, prompt) -> tuple[subprocess.Popen, Path]:
     root = fake_comfy_tree(tmp_path / "comfy")
     log = tmp_path / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "comfyui_inverse", "run", str(write(tmp_path / "api.json", API_PROMPT)),
+        [sys.executable, "-m", "comfyui_inverse", "run", str(write(tmp_path / "api.json", prompt)),
          "--comfy-root", str(root), "--base-dir", str(tmp_path / "base"), "--log", str(log),
          "--out", str(tmp_path / "out"), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "COMFYUI_PYTHON": sys.executable},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    return process, log
+
+
+def test_partly_valid_prompt_is_cancelled_and_explained(tmp_path):
+    process, log = start_cli(tmp_path, {"9": {"class_type": "SaveImage",
+                                              "inputs": {"filename_prefix": "reject"}}})
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "rejected the prompt: some nodes did not validate" in err
+    assert "node 9 (SaveImage): Value not in list: ckpt_name" in err and "hint: --ckpt NAME" in err
+    assert "{'prompt_id'" not in err  # not the raw answer
+    assert 'POST /queue {"delete": ["p2"]}' in log.read_text()
+
+
+@pytest.fixture
+def waiting_cli(tmp_path):
+    """The CLI running API_PROMPT on a stand-in ComfyUI it started; returns (process, log path,
+    the server's pid) once the prompt is queued."""
+    process, log = start_cli(tmp_path, API_PROMPT)
     deadline = time.monotonic() + 60
     while "POST /prompt" not in (log.read_text() if log.exists() else ""):
         assert process.poll() is None, process.communicate()
