@@ -311,6 +311,23 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return port
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m comfyui_inverse",
@@ -320,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def server_options(p):
         p.add_argument("--server", metavar="URL", help="use a running ComfyUI (e.g. http://127.0.0.1:8188)")
-        p.add_argument("--port", type=int, help="port for the started ComfyUI (default: a free one)")
+        p.add_argument("--port", type=_port, help="port for the started ComfyUI (default: a free one)")
         p.add_argument("--comfy-root", metavar="DIR", help="ComfyUI tree (default: $COMFYUI_PATH)")
         p.add_argument("--base-dir", metavar="DIR",
                        help="ComfyUI --base-directory (models/, input/, output/, custom_nodes/)")
@@ -336,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ckpt", metavar="NAME", help="model file for the checkpoint/UNet loaders")
     run.add_argument("--out", required=True, metavar="DIR", help="where to write the outputs")
     run.add_argument("--previews", action="store_true", help="also save PreviewImage outputs")
-    run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     run.add_argument("--verbose", action="store_true", help="print the node's traceback on error")
     server_options(run)

@@ -126,12 +126,15 @@ def test_validation_error_names_the_node(server, tmp_path):
 
 
 def test_execution_error_exits_nonzero_with_the_node_message(server, tmp_path):
-    corrupt = tmp_path / "corrupt.png"
-    corrupt.write_bytes(b"this is not an image")
-    result = cli("run", write_json(tmp_path / "wf.json", ui_scale_workflow()), "--server",
-                 server.url, "--image", corrupt, "--out", tmp_path / "out")
+    # Put straight into the server's input folder: --image would refuse it before the run.
+    (server.input_dir / "corrupt_runner_test.png").write_bytes(b"this is not an image")
+    workflow = ui_scale_workflow()
+    workflow["nodes"][0]["widgets_values"][0] = "corrupt_runner_test.png"
+    result = cli("run", write_json(tmp_path / "wf.json", workflow), "--server", server.url,
+                 "--out", tmp_path / "out")
     assert result.returncode == 1
     assert "node 1 (LoadImage) failed" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_set_lists_the_node_inputs(server, tmp_path, red_png):

@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from comfyui_inverse.runner import ComfyNotFoundError, find_comfy_root
-from comfyui_inverse.runner.cli import CliError, apply_ckpt, apply_set, prepare_prompt, split_image_spec
+from comfyui_inverse.runner.cli import (CliError, apply_ckpt, apply_set, build_parser, prepare_prompt,
+                                       split_image_spec)
 from comfyui_inverse.runner.preflight import (
     check_image,
     check_out_dir,
@@ -107,6 +108,14 @@ def test_out_dir_is_checked_without_creating_it(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(CliError, match="no permission"):
             check_out_dir(str(locked / "out"))
+
+
+@pytest.mark.parametrize("option, message", [("--port=70000", "not a port number"), ("--port=http", "not a port number"),
+                                             ("--timeout=0", "above 0"), ("--timeout=nan", "above 0")])
+def test_port_and_timeout_out_of_range_are_usage_errors(option, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["run", "wf.json", "--out", "o", option])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_server_url_gets_a_scheme():
