@@ -15,7 +15,8 @@ from pathlib import Path
 from .client import (ComfyClient, ComfyError, PromptExecutionError, PromptTimeout, PromptValidationError,
                      print_progress)
 from .comfy_root import ComfyNotFoundError
-from .preflight import CliError, check_image, check_out_dir, load_json, load_workflow, normalize_server_url
+from .preflight import (CliError, check_image, check_out_dir, has_transparency, load_json, load_workflow,
+                        normalize_server_url)
 from .workflow_api import (WorkflowConversionError, combo_options, is_api_prompt, is_ui_workflow, schema_inputs,
                            ui_to_api, widget_value_problem)
 from .server import ComfyServer
@@ -166,7 +167,23 @@ def apply_image(prompt: dict, spec: str, client: ComfyClient, upload: Path | Non
     uploaded = client.upload_image(upload)
     for node_id in ids:
         prompt[node_id]["inputs"]["image"] = uploaded
+    warn_empty_masks(prompt, ids, path, upload)
     return ids
+
+
+def warn_empty_masks(prompt: dict, ids: list[str], path: str, upload: Path) -> None:
+    """LoadImage's MASK is the image's transparency; an opaque picture gives an empty mask, so an
+    inpainting workflow would fill nothing and hand the picture back unchanged."""
+    loaders = [i for i in ids if prompt[i]["class_type"] == "LoadImage"]
+    if not loaders or has_transparency(upload) is not False:
+        return
+    users = [f"node {i} ({n['class_type']})" for i, n in prompt.items()
+             if any(value in ([lid, 1] for lid in loaders) for value in n["inputs"].values())]
+    if users:
+        print(f"warning: --image {path} has no transparent pixels, so the MASK of LoadImage "
+              f"(node {', '.join(loaders)}) is empty and {', '.join(users)} will see no area to fill. "
+              "Erase the area to fill in an image editor and save as PNG or WebP with transparency.",
+              file=sys.stderr)
 
 
 def _start_server(args, stack: ExitStack) -> tuple[ComfyClient, ComfyServer | None]:

@@ -99,3 +99,16 @@ def check_image(path: str, scratch: Path) -> Path:
     print(f"note: --image {path} is a 16-bit greyscale image, which ComfyUI's LoadImage reads as "
           "white; uploading an 8-bit copy", file=sys.stderr)
     return eight_bit
+
+
+def has_transparency(path: Path) -> bool | None:
+    """Whether LoadImage will find a non-empty mask in the file (a transparent pixel in the alpha
+    channel, or a palette with a transparent colour: its rule); None without Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    with Image.open(path) as image:
+        if image.mode == "P":
+            return "transparency" in image.info
+        return "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255

@@ -20,7 +20,7 @@ from PIL import Image
 
 from comfyui_inverse.runner import ComfyNotFoundError, find_comfy_root
 from comfyui_inverse.runner.cli import (CliError, apply_ckpt, apply_set, build_parser, prepare_prompt,
-                                       split_image_spec)
+                                       split_image_spec, warn_empty_masks)
 from comfyui_inverse.runner.preflight import (
     check_image,
     check_out_dir,
@@ -168,6 +168,28 @@ def test_16bit_grey_png_uploads_an_8bit_copy(tmp_path, capsys):
         assert image.mode == "L"
         np.testing.assert_array_equal(np.asarray(image), (ramp >> 8).astype(np.uint8))
     assert "16-bit greyscale" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("alpha, warned", [(None, True), (255, True), (0, False)])
+def test_opaque_image_into_a_mask_workflow_is_warned(tmp_path, capsys, alpha, warned):
+    # LoadImage's MASK is the image's transparency: an opaque photo gives an empty mask.
+    path = tmp_path / "photo.png"
+    if alpha is None:
+        Image.new("RGB", (16, 16)).save(path)
+    else:
+        pixels = np.zeros((16, 16, 4), np.uint8)
+        pixels[..., 3] = 255
+        pixels[4:8, 4:8, 3] = alpha
+        Image.fromarray(pixels).save(path)
+    prompt = {"5": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+              "6": {"class_type": "InverseInpainting", "inputs": {"mask": ["5", 1], "threshold": 0.5}},
+              "7": {"class_type": "SaveImage", "inputs": {"images": ["5", 0]}}}
+    warn_empty_masks(prompt, ["5"], str(path), path)
+    err = capsys.readouterr().err
+    assert ("node 6 (InverseInpainting) will see no area to fill" in err) == warned
+    del prompt["6"]  # the image alone: nothing to say
+    warn_empty_masks(prompt, ["5"], str(path), path)
+    assert capsys.readouterr().err == ""
 
 
 # --- --set values ---------------------------------------------------------------------------
