@@ -225,6 +225,9 @@ def prepare_prompt(workflow: dict, object_info: dict, source: str) -> dict:
 def validation_hints(error: PromptValidationError) -> str:
     """The runner's own options that fix the usual validation errors."""
     hints = set()
+    if error.error.get("type") == "prompt_no_outputs":
+        hints.add("the workflow needs an output node (SaveImage, PreviewImage); muted and bypassed "
+                  "nodes do not run")
     for node_error in error.node_errors.values():
         for item in node_error.get("errors", []):
             name = (item.get("extra_info") or {}).get("input_name")

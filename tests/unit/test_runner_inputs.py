@@ -20,13 +20,14 @@ from PIL import Image
 
 from comfyui_inverse.runner import ComfyNotFoundError, find_comfy_root
 from comfyui_inverse.runner.cli import (CliError, apply_ckpt, apply_set, build_parser, prepare_prompt,
-                                       split_image_spec, warn_empty_masks)
+                                       split_image_spec, validation_hints, warn_empty_masks)
 from comfyui_inverse.runner.preflight import (
     check_image,
     check_out_dir,
     load_workflow,
     normalize_server_url,
 )
+from comfyui_inverse.runner.client import PromptValidationError
 from comfyui_inverse.runner.server import ComfyServer, ComfyStartError
 from comfyui_inverse.runner.workflow_api import WorkflowConversionError, ui_to_api
 from comfyui_inverse.tests.unit.test_workflow_api import OBJECT_INFO, image_chain
@@ -190,6 +191,26 @@ def test_opaque_image_into_a_mask_workflow_is_warned(tmp_path, capsys, alpha, wa
     del prompt["6"]  # the image alone: nothing to say
     warn_empty_masks(prompt, ["5"], str(path), path)
     assert capsys.readouterr().err == ""
+
+
+def test_validation_errors_get_the_runner_option_that_fixes_them():
+    # Answers as ComfyUI 0.3.75 gives them (POST /prompt, 400).
+    no_outputs = {"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": ""},
+                  "node_errors": []}
+    assert "needs an output node" in validation_hints(PromptValidationError(no_outputs))
+    missing = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+               "node_errors": {
+                   "2": {"class_type": "CheckpointLoaderSimple", "errors": [{
+                       "type": "value_not_in_list", "message": "Value not in list",
+                       "details": "ckpt_name: 'v1-5.safetensors' not in ['tiny.safetensors']",
+                       "extra_info": {"input_name": "ckpt_name"}}]},
+                   "5": {"class_type": "LoadImage", "errors": [{
+                       "type": "custom_validation_failed", "message": "Custom validation failed for node",
+                       "details": "image - Invalid image file: photo.png", "extra_info": {"input_name": "image"}}]}}}
+    error = PromptValidationError(missing)
+    assert "node 2 (CheckpointLoaderSimple): Value not in list: ckpt_name" in str(error)
+    hints = validation_hints(error)
+    assert "--ckpt NAME" in hints and "--image PATH" in hints
 
 
 # --- --set values ---------------------------------------------------------------------------
