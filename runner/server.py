@@ -99,7 +99,10 @@ def torch_has_accelerator(python: str | os.PathLike) -> bool:
                 "sys.stdout.write('1' if torch.cuda.is_available() or (m is not None and "
                 "m.is_available()) else '0')"
             )
-            out = subprocess.run([key, "-c", code], capture_output=True, text=True, timeout=300)
+            try:
+                out = subprocess.run([key, "-c", code], capture_output=True, text=True, timeout=300)
+            except OSError:  # not a Python: starting the server will say so
+                return False
             found = out.stdout.strip() == "1"
         _ACCELERATOR_CACHE[key] = found
     return _ACCELERATOR_CACHE[key]
@@ -202,7 +205,12 @@ class ComfyServer:
             raise ComfyStartError("server already started")
         if self.base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="comfyui-inverse-"))
-        prepare_base_dir(self.base_dir)
+        try:
+            prepare_base_dir(self.base_dir)
+        except OSError as error:
+            raise ComfyStartError(
+                f"cannot set up the base directory {self.base_dir} (--base-dir): "
+                f"{error.strerror or error} ({error.filename}); give a folder you can write to") from None
         if self.port is None:
             self.port = free_port(self.host)
         elif port_taken(self.host, self.port):
@@ -213,18 +221,28 @@ class ComfyServer:
                 f"with --server http://{self.host}:{self.port}")
         if self.log_path is None:
             self.log_path = self.base_dir / "comfyui.log"
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "w")
+        except OSError as error:
+            raise ComfyStartError(f"cannot write the server log {self.log_path} (--log): "
+                                  f"{error.strerror or error}; give a file in a folder you can write to") from None
         cmd = self.command()
         if not self.quiet:
             print(f"[comfyui-inverse] starting ComfyUI on {self.url} (log: {self.log_path})",
                   file=sys.stderr, flush=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self._log_file = open(self.log_path, "w")
         # Own session: a Ctrl-C in the terminal reaches us, and we stop the server cleanly.
-        self.process = subprocess.Popen(
-            cmd, cwd=self.comfy_root, stdout=self._log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
+        try:
+            self.process = subprocess.Popen(
+                cmd, cwd=self.comfy_root, stdout=self._log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            )
+        except OSError as error:
+            self._log_file.close()
+            self._log_file = None
+            raise ComfyStartError(f"cannot run {self.python} ({error.strerror or error}): set "
+                                  "COMFYUI_PYTHON to the Python of ComfyUI's environment") from None
         try:
             self._wait_ready()
             if self.require_pack:

@@ -310,6 +310,19 @@ def test_port_in_use_is_refused_before_starting(tmp_path):
         assert server.process is None
 
 
+def test_unusable_base_dir_log_or_python_is_named(tmp_path):
+    root = fake_comfy_tree(tmp_path / "comfy")
+    a_file = write(tmp_path / "file.txt", "x")
+    cases = [(dict(base_dir=a_file), "cannot set up the base directory .*--base-dir"),
+             (dict(base_dir=tmp_path / "base", log_path=a_file / "server.log"), "cannot write the server log .*--log"),
+             (dict(base_dir=tmp_path / "base", python=tmp_path / "no-python"), "cannot run .*COMFYUI_PYTHON")]
+    for options, message in cases:
+        server = ComfyServer(comfy_root=root, quiet=True, cpu=True, **options)
+        with pytest.raises(ComfyStartError, match=message):
+            server.start()
+        assert server.process is None
+
+
 # --- the CLI with a started (stand-in) server -------------------------------------------------
 
 # Answers what the runner asks; a queued prompt never finishes. Deletes and interrupts are logged.
