@@ -88,7 +88,7 @@ def apply_set(prompt: dict, assignment: str, object_info: dict | None) -> list[s
                 raise CliError(f"--set {assignment!r}: node {node_id} ({node['class_type']}) has "
                                f"no input {input_name!r}; its inputs: {', '.join(specs)}")
             spec = specs.get(input_name)
-            if spec is not None and spec[0] == "STRING":
+            if spec is not None and (spec[0] == "STRING" or raw in (combo_options(spec) or ())):
                 node_value = value if isinstance(value, str) else raw  # 2024 stays "2024"
             elif spec is not None:
                 problem = widget_value_problem(spec, value)

@@ -220,14 +220,15 @@ INFO = {**OBJECT_INFO,
             **OBJECT_INFO["KSampler"]["input"]["required"],
             "steps": ["INT", {"default": 20, "min": 1, "max": 10000}],
             "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0}]}}},
-        "Flags": {"input": {"required": {"tiled": ["BOOLEAN", {"default": False}]}}, "output": []}}
+        "Flags": {"input": {"required": {"tiled": ["BOOLEAN", {"default": False}],
+                                         "factor": [["2", "4", "8"]]}}, "output": []}}
 
 
 def sampler_prompt():
     return {"3": {"class_type": "KSampler", "_meta": {"title": "KSampler"},
                   "inputs": {"seed": 1, "steps": 20, "cfg": 8.0, "sampler_name": "euler",
                              "scheduler": "normal", "denoise": 1.0}},
-            "4": {"class_type": "Flags", "inputs": {"tiled": False}, "_meta": {"title": "Flags"}},
+            "4": {"class_type": "Flags", "inputs": {"tiled": False, "factor": "2"}, "_meta": {"title": "Flags"}},
             "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"},
                   "_meta": {"title": "SaveImage"}}}
 
@@ -254,11 +255,12 @@ def test_set_values_are_checked_against_the_widget(assignment, message):
 def test_set_values_that_fit_are_applied():
     prompt = sampler_prompt()
     for assignment in ("KSampler.steps=12", "KSampler.cfg=4", "KSampler.scheduler=karras",
-                       "Flags.tiled=true", "SaveImage.filename_prefix=2024", "3.seed=7"):
+                       "Flags.tiled=true", "SaveImage.filename_prefix=2024", "3.seed=7", "Flags.factor=4"):
         apply_set(prompt, assignment, INFO)
     inputs = prompt["3"]["inputs"]
     assert (inputs["steps"], inputs["cfg"], inputs["scheduler"], inputs["seed"]) == (12, 4, "karras", 7)
     assert prompt["4"]["inputs"]["tiled"] is True
+    assert prompt["4"]["inputs"]["factor"] == "4"  # a combo of number-like texts keeps the text
     assert prompt["9"]["inputs"]["filename_prefix"] == "2024"  # a STRING widget keeps the text
 
 
