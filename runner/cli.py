@@ -244,6 +244,9 @@ def cmd_run(args) -> int:
     workflow = load_workflow(args.workflow)
     for assignment in args.set or []:
         parse_assignment(assignment)
+    if sum(split_image_spec(spec)[0] is None for spec in args.image or []) > 1:
+        raise CliError("--image given several times without NODE=: each would replace the last in every "
+                       "LoadImage node. Name the node for each: --image NODE=PATH (id, title or type)")
     out = check_out_dir(args.out)
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="comfyui-inverse-")))

@@ -86,7 +86,12 @@ class ComfyClient:
             return response.read()
 
     def get_json(self, path: str):
-        return json.loads(self._request("GET", path))
+        body = self._request("GET", path)
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ComfyError(f"{self.url}{path} did not answer JSON ({body[:80]!r}...): is "
+                             "this a ComfyUI server?") from None
 
     def post_json(self, path: str, payload) -> dict:
         body = self._request("POST", path, json.dumps(payload).encode(),

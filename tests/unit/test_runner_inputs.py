@@ -27,7 +27,7 @@ from comfyui_inverse.runner.preflight import (
     load_workflow,
     normalize_server_url,
 )
-from comfyui_inverse.runner.client import PromptValidationError
+from comfyui_inverse.runner.client import ComfyClient, ComfyError, PromptValidationError
 from comfyui_inverse.runner.server import ComfyServer, ComfyStartError
 from comfyui_inverse.runner.workflow_api import WorkflowConversionError, ui_to_api
 from comfyui_inverse.tests.unit.test_workflow_api import OBJECT_INFO, image_chain
@@ -124,11 +124,42 @@ def test_server_url_gets_a_scheme():
     assert normalize_server_url("https://host/comfy/") == "https://host/comfy"
 
 
+def test_server_that_is_not_comfyui_is_named():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Html(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>a web app</html>")
+
+        def log_message(self, *args):
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Html) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            with pytest.raises(ComfyError, match="did not answer JSON.*is this a ComfyUI server"):
+                ComfyClient(f"http://127.0.0.1:{web.server_address[1]}").object_info()
+        finally:
+            web.shutdown()
+
+
 def test_image_spec_node_or_path(tmp_path):
     assert split_image_spec("photo.png") == (None, "photo.png")
     assert split_image_spec("Load photo=in/photo.png") == ("Load photo", "in/photo.png")
     odd = write(tmp_path / "a=b.png", "x")  # an existing file whose name has '='
     assert split_image_spec(str(odd)) == (None, str(odd))
+
+
+def test_two_images_without_node_names_are_refused(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "comfyui_inverse", "run", str(write(tmp_path / "wf.json", image_chain())),
+         "--image", "a.png", "--image", "b.png", "--out", str(tmp_path / "out"), "--server", "127.0.0.1:9"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "--image given several times without NODE=" in result.stderr  # before any server is asked
 
 
 def test_missing_and_unreadable_images_are_refused(tmp_path):
