@@ -124,8 +124,8 @@ class ComfyClient:
         self._request("POST", "/interrupt", b"")
 
     def cancel(self, prompt_id: str, timeout: float = 10.0) -> None:
-        """Take the prompt off the queue, or stop it if it runs (ComfyUI >= 0.3.4x interrupts only
-        that prompt; older servers interrupt whatever runs)."""
+        """Take the prompt off the queue, or stop it if it runs (ComfyUI 0.3.75 interrupts only that
+        prompt; servers without targeted interrupts stop whatever runs)."""
         body = lambda data: (json.dumps(data).encode(), {"Content-Type": "application/json"})
         self._request("POST", "/queue", *body({"delete": [prompt_id]}), timeout=timeout)
         self._request("POST", "/interrupt", *body({"prompt_id": prompt_id}), timeout=timeout)

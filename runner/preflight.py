@@ -91,6 +91,9 @@ def check_image(path: str, scratch: Path) -> Path:
             import numpy as np
 
             pixels = np.asarray(image).astype(np.int64)
+    except Image.DecompressionBombError as error:
+        raise CliError(f"--image {path}: too many pixels for Pillow, which ComfyUI's LoadImage uses "
+                       f"({error}); downscale it first") from None
     except Exception as error:  # Pillow raises several types for unreadable files
         raise CliError(f"--image {path}: not an image Pillow can read ({type(error).__name__}: "
                        f"{error}); give a PNG, JPEG or WebP file") from None
@@ -108,7 +111,10 @@ def has_transparency(path: Path) -> bool | None:
         from PIL import Image
     except ImportError:
         return None
-    with Image.open(path) as image:
-        if image.mode == "P":
-            return "transparency" in image.info
-        return "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                return "transparency" in image.info
+            return "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255
+    except Exception:  # not readable: LoadImage will report it
+        return None

@@ -177,6 +177,14 @@ def test_missing_and_unreadable_images_are_refused(tmp_path):
         check_image(str(truncated), tmp_path)
 
 
+def test_image_beyond_pillows_pixel_limit_says_downscale(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (32, 32)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1024 pixels: over twice the limit
+    with pytest.raises(CliError, match="too many pixels for Pillow.*downscale it first"):
+        check_image(str(path), tmp_path)
+
+
 @pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("RGBA", ".png"), ("L", ".jpg")])
 def test_ordinary_images_upload_unchanged(tmp_path, mode, suffix):
     path = tmp_path / f"photo{suffix}"
