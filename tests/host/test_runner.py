@@ -183,3 +183,40 @@ def test_pack_import_failure_is_detected(tmp_path):
         "nodes: No module named 'torchaudio'\nImport times for custom nodes:\n"
         f"   0.0 seconds: {pack}\n")
     assert server.pack_import_error() is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_the_real_comfyui_the_cli_started(tmp_path, red_png):
+    """The unit tests check the cancel requests against a stand-in; this checks the real server goes."""
+    import os
+    import signal
+    import time
+
+    find_comfy_root()
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "comfyui_inverse", "run", write_json(tmp_path / "wf.json", ui_scale_workflow()),
+             "--base-dir", tmp_path / "base", "--image", red_png, "--out", tmp_path / "out"],
+            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + CLI_TIMEOUT
+        while "ComfyUI ready" not in err_path.read_text():
+            assert process.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, "ComfyUI did not start"
+            time.sleep(0.2)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        server_pid = int(children[0])
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err_path.read_text()
+    assert "Traceback" not in err_path.read_text()
+    stat = Path(f"/proc/{server_pid}/stat")
+    gone = not stat.exists() or stat.read_text().split()[2] == "Z"
+    if not gone:
+        os.kill(server_pid, signal.SIGKILL)
+    assert gone, "the ComfyUI the runner started outlived it"
