@@ -199,6 +199,12 @@ def test_sigterm_stops_the_real_comfyui_the_cli_started(tmp_path, red_png):
             [sys.executable, "-m", "comfyui_inverse", "run", write_json(tmp_path / "wf.json", ui_scale_workflow()),
              "--base-dir", tmp_path / "base", "--image", red_png, "--out", tmp_path / "out"],
             stdout=subprocess.DEVNULL, stderr=err)
+    server_pid = None
+
+    def server_gone() -> bool:
+        stat = Path(f"/proc/{server_pid}/stat")
+        return not stat.exists() or stat.read_text().split()[2] == "Z"  # a zombie is gone too
+
     try:
         deadline = time.monotonic() + CLI_TIMEOUT
         while "ComfyUI ready" not in err_path.read_text():
@@ -210,13 +216,12 @@ def test_sigterm_stops_the_real_comfyui_the_cli_started(tmp_path, red_png):
         server_pid = int(children[0])
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
-    finally:
+        gone = server_gone()
+        assert process.returncode == 128 + signal.SIGTERM, err_path.read_text()
+        assert "Traceback" not in err_path.read_text()
+        assert gone, "the ComfyUI the runner started outlived it"
+    finally:  # never leave a server behind, even when the test fails
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 128 + signal.SIGTERM, err_path.read_text()
-    assert "Traceback" not in err_path.read_text()
-    stat = Path(f"/proc/{server_pid}/stat")
-    gone = not stat.exists() or stat.read_text().split()[2] == "Z"
-    if not gone:
-        os.kill(server_pid, signal.SIGKILL)
-    assert gone, "the ComfyUI the runner started outlived it"
+        if server_pid is not None and not server_gone():
+            os.kill(server_pid, signal.SIGKILL)
