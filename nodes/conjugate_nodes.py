@@ -537,7 +537,8 @@ class InverseSolveConjugate(io.ComfyNode):
                                tooltip="on: after decoding, move the image onto the measurement in pixel space "
                                        "(x ← x + H⁺(y − Hx), exact agreement for a noiseless measurement; with "
                                        "sigma_y > 0 the smallest change that brings the residual to the noise level). Same as the "
-                                       "Enforce Measurement node. The result is clamped to [0, 1]. auto: the "
+                                       "Enforce Measurement node. The result stays in [0, 1] (the correction and the clamp are "
+                                       "alternated, so the clamp does not undo the agreement). auto: the "
                                        "preset decides (measured on a latent prior, benchmarks/results/quality.md; "
                                        "off with preset = custom)."),
                 _noisy_input(custom_only=True),
@@ -615,7 +616,7 @@ def solve(model, vae, positive, negative, measurement, preset_name, steps, cfg, 
 
 
 def enforce_on_image(image: torch.Tensor, measurement) -> torch.Tensor:
-    """samplers.enforce_measurement on a ComfyUI IMAGE, on the measurement's [0, 1] scale (H is linear)."""
+    """samplers.enforce_measurement_in_range on a ComfyUI IMAGE, on the measurement's [0, 1] scale (H is linear)."""
     if not isinstance(measurement, Measurement):
         check_measurement(measurement, (1, 1, 1, 1), 8)
     x = image_to_bchw(image, "image")
@@ -626,7 +627,7 @@ def enforce_on_image(image: torch.Tensor, measurement) -> torch.Tensor:
     y = measurement.y.to(torch.float32)
     if y.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"image: batch {x.shape[0]} does not match the measurement's batch {y.shape[0]}.")
-    out = core.enforce_measurement(measurement.operator, x, y, measurement.sigma_y)
+    out = core.enforce_measurement_in_range(measurement.operator, x, y, measurement.sigma_y)
     return bchw_to_image(out).to(image.device)
 
 
