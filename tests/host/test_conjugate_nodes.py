@@ -216,10 +216,16 @@ def test_ddnm_sampler_k_widget_and_enforce_measurement(comfy, tiny_models, photo
     one["solve"]["inputs"].update({"sampler": "ddnm", "enforce_measurement": "on"})
     one["fix"] = {"class_type": "InverseEnforceMeasurement", "inputs": {"image": ["solve", 0], "measurement": ["meas", 0]}}
     one["fiximg"] = {"class_type": "SaveImage", "inputs": {"images": ["fix", 0], "filename_prefix": "enforced"}}
+    # the tiny SD1.5 decoder leaves [0, 1] after the correction: the clamp must not undo the agreement
+    for name, image in (("cons", ["solve", 0]), ("cons_fix", ["fix", 0])):
+        one[name] = node("InverseMeasurementConsistency", image=image, measurement=["meas", 0])
     history = comfy.run(one, timeout=300)
     check_restored(comfy, history, 4)
     (fixed,) = comfy.images(history, "fiximg")
     assert fixed.shape == (SIZE, SIZE, 3) and np.isfinite(fixed).all()
+    for name in ("cons", "cons_fix"):  # one correction + clamp: ~7e-3 here
+        residual = float(comfy.texts(history, name)[0].split(":")[1].split()[0])
+        assert residual < 5e-4, (name, residual)
     modular = modular_prompt(tiny_models, "sd15", photo, vjp="none", steps=2, seed=3, cfg=1.0, w=5.0, lam=0.0,
                              start=0.4)
     sampler = next(n for n in modular.values() if n["class_type"] == "SamplerConjugatePiGDM")
