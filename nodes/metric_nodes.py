@@ -35,7 +35,7 @@ class ImagePSNR(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return _metric_schema("InversePSNR", "PSNR", "Peak signal-to-noise ratio (dB) against a reference image; higher is better.",
-                              io.Image.Input("reference", tooltip="The ground truth, same size and batch."))
+                              io.Image.Input("reference", tooltip="The ground truth, same size: one per image, or one for the whole batch."))
 
     @classmethod
     def execute(cls, image, reference) -> io.NodeOutput:
@@ -47,7 +47,7 @@ class ImageSSIM(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return _metric_schema("InverseSSIM", "SSIM", "Structural similarity against a reference image (1 = identical).",
-                              io.Image.Input("reference", tooltip="The ground truth, same size and batch."))
+                              io.Image.Input("reference", tooltip="The ground truth, same size: one per image, or one for the whole batch."))
 
     @classmethod
     def execute(cls, image, reference) -> io.NodeOutput:

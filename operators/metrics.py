@@ -6,19 +6,23 @@ import torch
 import torch.nn.functional as F
 
 
-def _check_pair(image: torch.Tensor, reference: torch.Tensor) -> None:
+def _check_pair(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The reference, one per image: a single reference is shared by a batch (several samples of one image)."""
     if image.shape[0] == 0:
         raise ValueError("image: the batch is empty (0 images); connect the node that makes the images to compare.")
+    if reference.shape[0] == 1 and image.shape[1:] == reference.shape[1:]:
+        reference = reference.expand_as(image)
     if image.shape != reference.shape:
         raise ValueError(
             f"image has shape {tuple(image.shape)} but reference has {tuple(reference.shape)}: "
             "compare images of the same size and batch (resize or crop one of them first)."
         )
+    return reference
 
 
 def psnr(image: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per batch item (inf for identical images)."""
-    _check_pair(image, reference)
+    reference = _check_pair(image, reference)
     mse = (image.double() - reference.double()).pow(2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(data_range**2 / mse)
 
@@ -35,7 +39,7 @@ def ssim(image: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0, 
     Computed per channel on the 'valid' region and averaged, like scikit-image with
     gaussian_weights=True; images smaller than the window use a window that fits.
     """
-    _check_pair(image, reference)
+    reference = _check_pair(image, reference)
     x, y = image.double(), reference.double()
     size = min(window, x.shape[-1], x.shape[-2])
     size -= 1 - size % 2  # odd
@@ -57,9 +61,12 @@ def ssim(image: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0, 
 
 
 def measurement_consistency(image: torch.Tensor, operator, y: torch.Tensor) -> torch.Tensor:
-    """‖H x − y‖ / ‖y‖ per batch item: how well a reconstruction explains the measurement."""
+    """‖H x − y‖ / ‖y‖ per batch item: how well a reconstruction explains the measurement. A single
+    measurement is shared by a batch of samples (as the solvers and Enforce Measurement allow)."""
     operator.check_input(tuple(image.shape), "image")
     hx = operator.forward(image.double())
+    if y.shape[0] == 1 and hx.shape[0] > 1 and hx.shape[1:] == y.shape[1:]:
+        y = y.expand_as(hx)
     if hx.shape != y.shape:
         raise ValueError(
             f"image gives a measurement of shape {tuple(hx.shape)} but the measurement has {tuple(y.shape)}: "

@@ -53,6 +53,26 @@ def test_measurement_consistency(photo):
     assert measurement_consistency(photo, op, y + noise).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("metric", [psnr, ssim])
+def test_one_reference_serves_a_batch_of_samples(photo, metric):
+    batch = torch.cat([photo, (photo + 0.1).clamp(0, 1)])
+    torch.testing.assert_close(metric(batch, photo), metric(batch, torch.cat([photo, photo])), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="same size and batch"):
+        metric(torch.cat([photo] * 3), torch.cat([photo, photo]))
+
+
+def test_one_measurement_serves_a_batch_of_samples(photo):
+    # several samples of one photo (latent batch 2, measurement batch 1) run in the solvers and Enforce
+    # Measurement; the consistency node refused them ("same size and batch")
+    op = SuperResolution(4, kernel="bicubic")
+    y = op.forward(photo)
+    values = measurement_consistency(torch.cat([photo, photo * 0.5]), op, y)
+    assert values.shape == (2,) and values[0].item() < 1e-6
+    assert values[1].item() == pytest.approx(0.5, rel=1e-6)  # ‖0.5y − y‖/‖y‖
+    with pytest.raises(ValueError, match="same size and batch"):  # two measurements, three samples
+        measurement_consistency(torch.cat([photo] * 3), op, torch.cat([y, y]))
+
+
 def test_shape_mismatch_is_a_clear_error(photo):
     with pytest.raises(ValueError, match="same size"):
         psnr(photo, photo[..., :32])
