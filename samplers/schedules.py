@@ -113,8 +113,11 @@ def sigmas_preview(values: list[float], shown: int = 4) -> str:
     return f"[{head}{', …' if len(values) > shown else ''}] ({len(values)} values)"
 
 
-def sigmas_to_list(sigmas, kind: str) -> list[float]:
-    """Validate a ComfyUI SIGMAS tensor (1-D, descending, ≥ 2 entries) and return float64 values."""
+def sigmas_to_list(sigmas, kind: str, *, strict: bool = True) -> list[float]:
+    """Validate a ComfyUI SIGMAS tensor (1-D, descending, ≥ 2 entries) and return float64 values.
+
+    strict: every step lowers the noise and the first level is > 0 (the conjugate samplers); else equal
+    neighbours and a clean start are allowed (TReg skips steps at σ = 0)."""
     if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError(
             "sigmas: need a 1-D list of at least 2 noise levels (one step), "
@@ -124,13 +127,13 @@ def sigmas_to_list(sigmas, kind: str) -> list[float]:
     s = [float(v) for v in sigmas.detach().to("cpu", torch.float64).tolist()]
     if any(not math.isfinite(v) or v < 0 for v in s):
         raise ValueError(f"sigmas: must be finite and >= 0, got {sigmas_preview(s)}.")
-    if any(b >= a for a, b in zip(s, s[1:])):
-        raise ValueError(f"sigmas: must go from noisy to clean (strictly descending), got {sigmas_preview(s)}. "
-                         "Remove Flip Sigmas, or connect the scheduler's output directly.")
+    if any(b >= a if strict else b > a for a, b in zip(s, s[1:])):
+        raise ValueError(f"sigmas: must go from noisy to clean ({'strictly ' if strict else ''}descending), got "
+                         f"{sigmas_preview(s)}. Remove Flip Sigmas, or connect the scheduler's output directly.")
     if kind == "flow" and s[0] > 1.0:
         raise ValueError(f"sigmas: start at {s[0]:.4g}, but a rectified-flow model (SD3/Flux) needs noise levels in "
                          "[0, 1]; this is a diffusion schedule (e.g. Karras). Use Inverse Sigmas or BasicScheduler "
                          "with this model.")
-    if s[0] == 0.0:
+    if strict and s[0] == 0.0:
         raise ValueError("sigmas[0] must be > 0.")
     return s

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from .cg import conjugate_gradient
-from .schedules import sigmas_preview
+from .schedules import sigmas_to_list
 from .treg_negation import AdaptiveNegation
 
 __all__ = [
@@ -116,19 +116,6 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return noise.to(device=x.device, dtype=x.dtype)
 
 
-def _validate_sigmas(sigmas: torch.Tensor) -> list[float]:
-    if not isinstance(sigmas, torch.Tensor) or sigmas.dim() != 1 or sigmas.numel() < 2:
-        raise ValueError("sigmas: need a 1-D list of at least 2 noise levels (one step). Connect a scheduler with "
-                         "steps >= 1 (BasicScheduler), not a single value split off by Split Sigmas.")
-    values = [float(s) for s in sigmas.detach().cpu().tolist()]
-    if any(not math.isfinite(s) or s < 0 for s in values):
-        raise ValueError(f"sigmas: must be finite and >= 0, got {sigmas_preview(values)}.")
-    if any(b > a for a, b in zip(values, values[1:])):
-        raise ValueError("sigmas: must go from noisy to clean (descending), as ComfyUI schedulers produce. Remove "
-                         "Flip Sigmas, or connect the scheduler's output directly.")
-    return values
-
-
 def treg_sample(
     denoise: Callable,
     sigmas: torch.Tensor,
@@ -163,7 +150,7 @@ def treg_sample(
     steps); `should_stop()` is polled every step and inside CG/AN; True raises SamplingAborted.
     """
     check_vp_prediction(prediction)
-    sig = _validate_sigmas(sigmas)
+    sig = sigmas_to_list(sigmas, "vp", strict=False)
     n_steps = len(sig) - 1
     schedule = dc_schedule(n_steps, dc_every, dc_until)
     if cg_iters < 0:
