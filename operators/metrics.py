@@ -6,12 +6,16 @@ import torch
 import torch.nn.functional as F
 
 
+def _shared(single: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A batch-1 tensor shaped like one item of `like` serves the whole batch (several samples of one image)."""
+    return single.expand_as(like) if single.shape[0] == 1 and single.shape[1:] == like.shape[1:] else single
+
+
 def _check_pair(image: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """The reference, one per image: a single reference is shared by a batch (several samples of one image)."""
+    """The reference, one per image (a single reference is shared by the batch)."""
     if image.shape[0] == 0:
         raise ValueError("image: the batch is empty (0 images); connect the node that makes the images to compare.")
-    if reference.shape[0] == 1 and image.shape[1:] == reference.shape[1:]:
-        reference = reference.expand_as(image)
+    reference = _shared(reference, image)
     if image.shape != reference.shape:
         raise ValueError(
             f"image has shape {tuple(image.shape)} but reference has {tuple(reference.shape)}: "
@@ -65,8 +69,7 @@ def measurement_consistency(image: torch.Tensor, operator, y: torch.Tensor) -> t
     measurement is shared by a batch of samples (as the solvers and Enforce Measurement allow)."""
     operator.check_input(tuple(image.shape), "image")
     hx = operator.forward(image.double())
-    if y.shape[0] == 1 and hx.shape[0] > 1 and hx.shape[1:] == y.shape[1:]:
-        y = y.expand_as(hx)
+    y = _shared(y, hx)
     if hx.shape != y.shape:
         raise ValueError(
             f"image gives a measurement of shape {tuple(hx.shape)} but the measurement has {tuple(y.shape)}: "
