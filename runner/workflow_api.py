@@ -83,9 +83,8 @@ def widget_value_problem(spec: list, value: Any) -> str | None:
         return f"{value!r} is not one of the choices: {shown}"
     if kind in ("INT", "FLOAT"):
         number = "an integer" if kind == "INT" else "a number"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            return f"takes {number}{_range(options)}, got {value!r}"
-        if kind == "INT" and value != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
+                or (kind == "INT" and not float(value).is_integer())):  # is_integer: False for ±inf, no overflow
             return f"takes {number}{_range(options)}, got {value!r}"
         low, high = options.get("min"), options.get("max")
         if (low is not None and value < low) or (high is not None and value > high):

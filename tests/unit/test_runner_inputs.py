@@ -275,6 +275,7 @@ def sampler_prompt():
 @pytest.mark.parametrize("assignment, message", [
     ("KSampler.steps=abc", r"steps takes an integer \(from 1 to 10000\), got 'abc'"),
     ("KSampler.steps=2.5", "takes an integer"),
+    ("KSampler.steps=Infinity", r"takes an integer \(from 1 to 10000\), got inf"),  # was an OverflowError
     ("KSampler.steps=true", "takes an integer"),
     ("KSampler.steps=0", r"0 is out of range \(from 1 to 10000\)"),
     ("KSampler.cfg=NaN", "takes a number"),
