@@ -124,9 +124,8 @@ def apply_ckpt(prompt: dict, name: str, object_info: dict) -> list[str]:
                            f"({', '.join(LOADER_WIDGETS)} widget) to set")
         listing = ", ".join(sorted(available)) or "none"
         hint = ""
-        close = difflib.get_close_matches(name, sorted(available), n=1, cutoff=0.6)
-        if Path(name).name in available:
-            close = [Path(name).name]
+        close = ([Path(name).name] if Path(name).name in available
+                 else difflib.get_close_matches(name, sorted(available), n=1, cutoff=0.6))
         if close:
             hint = f" Did you mean {close[0]!r}?"
         elif Path(name).expanduser().is_file():
@@ -294,9 +293,9 @@ def _run_prompt(args, workflow: dict, client: ComfyClient, uploads: list, out: P
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        names = ", ".join(item["filename"] for item in client.output_files(entry, kinds))
+        files = ", ".join(item["filename"] for item in client.output_files(entry, kinds))
         raise CliError(f"--out {args.out}: cannot create the folder ({error.strerror or error}); "
-                       f"the outputs stay in the server's output folder: {names or 'none'}") from None
+                       f"the outputs stay in the server's output folder: {files or 'none'}") from None
     written = client.download_outputs(entry, out, kinds)
     print(f"done in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     for path in written:
